@@ -1,0 +1,48 @@
+# Aegis: `make run` sets up and serves the demo model; `make test` runs the tests.
+GO       ?= go
+ORT_LIB  := build/onnxruntime/libonnxruntime.so.1
+BIN      := build/aegis
+GRPCURL  := build/bin/grpcurl
+DEMO     := build/demo-models
+HTTP_ADDR ?= 127.0.0.1:8000
+GRPC_ADDR ?= 127.0.0.1:8001
+
+export AEGIS_ONNXRUNTIME_LIB ?= $(CURDIR)/$(ORT_LIB)
+
+.PHONY: run test setup build deps tools fixtures proto conformance bench fuzz lint clean
+
+## run: fetch and verify ONNX Runtime, build, and serve the digits demo model
+run: build $(GRPCURL)
+	@rm -rf $(DEMO) && mkdir -p $(DEMO) && cp -r testdata/models/digits $(DEMO)/
+	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR)
+	exec $(BIN) serve --model-repository $(DEMO) --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
+
+## test: vet and run every test with the race detector
+test: setup $(GRPCURL)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## setup: the ONNX Runtime library, fetched from npm and checked against the pinned digest
+setup: $(ORT_LIB)
+
+$(ORT_LIB): scripts/setup-onnxruntime.sh internal/runtime/onnx/libonnxruntime.sha256
+	scripts/setup-onnxruntime.sh
+
+build: setup
+	$(GO) build -o $(BIN) ./cmd/aegis
+
+## grpcurl, the real gRPC client the README and tests use (version pinned in go.mod)
+$(GRPCURL): go.mod
+	GOBIN=$(CURDIR)/build/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl
+
+## fixtures: regenerate the committed ONNX fixtures (needs Debian python3-onnx, python3-sklearn)
+fixtures:
+	/usr/bin/python3 scripts/fixtures/gen_fixtures.py
+	/usr/bin/python3 scripts/fixtures/train_digits.py
+
+## proto: regenerate the gRPC code (needs Debian protobuf-compiler)
+proto:
+	scripts/gen-proto.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,119 @@
+// Command aegis is the Aegis model server.
+//
+//	aegis serve --model-repository DIR [--http-addr HOST:PORT] [--grpc-addr HOST:PORT] [--config FILE]
+//	aegis version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/aegis-inference/aegis/internal/app"
+	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/transport/httpapi"
+)
+
+const usage = `usage: aegis <command> [flags]
+
+commands:
+  serve     serve the models of a model repository over REST and gRPC
+  version   print the version
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "aegis:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version":
+		fmt.Fprintf(stdout, "aegis %s (onnx runtime pinned sha256 %s)\n", httpapi.ServerVersion, onnx.PinnedDigest)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML configuration `file` (flags override it)")
+	repo := fs.String("model-repository", "", "model repository `directory`")
+	httpAddr := fs.String("http-addr", "", "REST listen address (default 127.0.0.1:8000)")
+	grpcAddr := fs.String("grpc-addr", "", "gRPC listen address (default 127.0.0.1:8001)")
+	logFormat := fs.String("log-format", "", "log format: text or json")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
+	lib := fs.String("onnxruntime-lib", os.Getenv("AEGIS_ONNXRUNTIME_LIB"), "ONNX Runtime shared library `path` (env AEGIS_ONNXRUNTIME_LIB)")
+	allow := fs.Bool("allow-unpinned-onnxruntime", os.Getenv("AEGIS_ONNXRUNTIME_ALLOW_UNPINNED") == "1",
+		"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg := config.Default()
+	if *configFile != "" {
+		var err error
+		if cfg, err = config.Load(*configFile); err != nil {
+			return err
+		}
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.ModelRepository, *repo)
+	set(&cfg.HTTPAddr, *httpAddr)
+	set(&cfg.GRPCAddr, *grpcAddr)
+	set(&cfg.Log.Format, *logFormat)
+	set(&cfg.Log.Level, *logLevel)
+	set(&cfg.ONNXRuntime.Library, *lib)
+	if *allow {
+		cfg.ONNXRuntime.AllowUnpinned = true
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := app.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,149 @@
+// Package app wires Aegis together: configuration to components to
+// servers. Every backend is named here, and nowhere registers itself.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/infer"
+	"github.com/aegis-inference/aegis/internal/oip"
+	"github.com/aegis-inference/aegis/internal/oip/pb"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/repository"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/transport/grpcapi"
+	"github.com/aegis-inference/aegis/internal/transport/httpapi"
+)
+
+// Server is a running Aegis: the registry and both transports.
+type Server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	Registry *repository.Registry
+	Library  onnx.LibraryInfo
+
+	ready  atomic.Bool
+	http   *http.Server
+	grpc   *grpc.Server
+	httpLn net.Listener
+	grpcLn net.Listener
+}
+
+// New loads ONNX Runtime and the models, and binds both listeners. It does
+// not serve until Serve.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	lib, err := onnx.Init(onnx.LibraryOptions{Path: cfg.ONNXRuntime.Library, AllowUnpinned: cfg.ONNXRuntime.AllowUnpinned})
+	if err != nil {
+		return nil, err
+	}
+	if !lib.Pinned {
+		log.Warn("serving with an ONNX Runtime library that is not the pinned build", "path", lib.Path, "sha256", lib.Digest)
+	}
+	log.Info("onnx runtime loaded", "path", lib.Path, "version", lib.Version, "sha256", lib.Digest)
+	reg, err := repository.Load(cfg.ModelRepository, repository.Options{Runtime: cfg.Runtime, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib}
+
+	limits := oip.Limits{
+		MaxInputs:      cfg.Limits.MaxInputs,
+		MaxTensorBytes: cfg.Limits.MaxTensorBytes,
+		MaxDepth:       cfg.Limits.MaxJSONDepth,
+		MaxRank:        oip.DefaultLimits().MaxRank,
+	}
+	handler := pipeline.Chain(&infer.Handler{Registry: reg, Log: log})
+
+	s.http = &http.Server{
+		Handler: httpapi.New(httpapi.Options{
+			Registry: reg, Handler: handler, Limits: limits,
+			MaxBodyBytes: cfg.Limits.MaxBodyBytes, RequestTimeout: cfg.Limits.RequestTimeout,
+			Ready: &s.ready, Logger: log,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	s.grpc = grpc.NewServer(grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, log)...)
+	pb.RegisterGRPCInferenceServiceServer(s.grpc, grpcapi.New(grpcapi.Options{
+		Registry: reg, Handler: handler, Limits: limits,
+		RequestTimeout: cfg.Limits.RequestTimeout, Ready: &s.ready, Logger: log,
+	}))
+
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		s.httpLn.Close()
+		reg.Close()
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	return s, nil
+}
+
+// HTTPAddr is the bound REST address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// Serve serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish (up to the shutdown timeout),
+// and frees the models.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.http.Serve(s.httpLn) }()
+	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
+	s.ready.Store(len(s.Registry.Models()) > 0)
+	s.log.Info("serving", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "models", len(s.Registry.Models()))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+	}
+	s.shutdown()
+	return err
+}
+
+func (s *Server) shutdown() {
+	s.ready.Store(false)
+	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("http shutdown", "err", err)
+		s.http.Close()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+	}
+	s.Registry.Close()
+	s.log.Info("stopped")
+}

@@ -1,0 +1,196 @@
+// Package config holds Aegis's server configuration: Default, then a strict
+// Load (unknown fields are errors), then Validate, whose errors name the
+// field and the bad value.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration.
+type Config struct {
+	// ModelRepository is the directory of models: DIR/<model>/<version>/model.onnx.
+	ModelRepository string `yaml:"model_repository"`
+	HTTPAddr        string `yaml:"http_addr"`
+	GRPCAddr        string `yaml:"grpc_addr"`
+
+	Log         Log         `yaml:"log"`
+	Limits      Limits      `yaml:"limits"`
+	ONNXRuntime ONNXRuntime `yaml:"onnxruntime"`
+	// Runtime holds the default session settings; a model's own
+	// config.yaml overrides them.
+	Runtime Runtime `yaml:"runtime"`
+
+	// ShutdownTimeout bounds how long a graceful shutdown waits for
+	// in-flight requests.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Format string `yaml:"format"` // "text" or "json"
+	Level  string `yaml:"level"`  // "debug", "info", "warn", "error"
+}
+
+// Limits bound what one request may cost.
+type Limits struct {
+	// MaxBodyBytes is the largest REST body, and the largest gRPC message.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxTensorBytes is the most bytes a request's input tensors may decode to.
+	MaxTensorBytes int64 `yaml:"max_tensor_bytes"`
+	// MaxInputs is the most input tensors one request may carry.
+	MaxInputs int `yaml:"max_inputs"`
+	// MaxJSONDepth is the deepest nesting accepted in a JSON body.
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// RequestTimeout bounds one inference, queueing included.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// ONNXRuntime says which ONNX Runtime library to load.
+type ONNXRuntime struct {
+	// Library is the path of libonnxruntime.so.
+	Library string `yaml:"library"`
+	// AllowUnpinned loads a library whose SHA-256 is not the pinned one.
+	AllowUnpinned bool `yaml:"allow_unpinned"`
+}
+
+// Runtime tunes ONNX Runtime sessions.
+type Runtime struct {
+	Sessions       int `yaml:"sessions"`
+	Concurrency    int `yaml:"concurrency"`
+	IntraOpThreads int `yaml:"intra_op_threads"`
+	InterOpThreads int `yaml:"inter_op_threads"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		ModelRepository: "",
+		HTTPAddr:        "127.0.0.1:8000",
+		GRPCAddr:        "127.0.0.1:8001",
+		Log:             Log{Format: "text", Level: "info"},
+		Limits: Limits{
+			MaxBodyBytes:   64 << 20,
+			MaxTensorBytes: 256 << 20,
+			MaxInputs:      64,
+			MaxJSONDepth:   48,
+			RequestTimeout: 30 * time.Second,
+		},
+		ONNXRuntime:     ONNXRuntime{Library: "build/onnxruntime/libonnxruntime.so.1"},
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// Load reads a YAML file over Default(). Unknown fields are errors.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	if err := DecodeStrict(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// DecodeStrict decodes YAML into v, refusing unknown fields and more than
+// one document. An empty document leaves v unchanged.
+func DecodeStrict(b []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("more than one YAML document")
+	}
+	return nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if c.ModelRepository == "" {
+		return errors.New("model_repository: must be set")
+	}
+	for name, addr := range map[string]string{"http_addr": c.HTTPAddr, "grpc_addr": c.GRPCAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s: %q is not HOST:PORT", name, addr)
+		}
+	}
+	if c.HTTPAddr == c.GRPCAddr {
+		return fmt.Errorf("grpc_addr: %q is also http_addr", c.GRPCAddr)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	l := c.Limits
+	switch {
+	case l.MaxBodyBytes < 1024:
+		return fmt.Errorf("limits.max_body_bytes: %d is below 1024", l.MaxBodyBytes)
+	case l.MaxTensorBytes < 1:
+		return fmt.Errorf("limits.max_tensor_bytes: %d must be positive", l.MaxTensorBytes)
+	case l.MaxInputs < 1:
+		return fmt.Errorf("limits.max_inputs: %d must be positive", l.MaxInputs)
+	case l.MaxJSONDepth < 8 || l.MaxJSONDepth > 1024:
+		return fmt.Errorf("limits.max_json_depth: %d is not within 8..1024", l.MaxJSONDepth)
+	case l.RequestTimeout <= 0:
+		return fmt.Errorf("limits.request_timeout: %s must be positive", l.RequestTimeout)
+	}
+	if c.ONNXRuntime.Library == "" {
+		return errors.New("onnxruntime.library: must be set")
+	}
+	if err := c.Runtime.Validate("runtime"); err != nil {
+		return err
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout: %s must be positive", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// Validate checks session settings; 0 means the default.
+func (r Runtime) Validate(prefix string) error {
+	for name, v := range map[string]int{
+		"sessions": r.Sessions, "concurrency": r.Concurrency,
+		"intra_op_threads": r.IntraOpThreads, "inter_op_threads": r.InterOpThreads,
+	} {
+		if v < 0 || v > 256 {
+			return fmt.Errorf("%s.%s: %d is not within 0..256", prefix, name, v)
+		}
+	}
+	return nil
+}
+
+// Merge returns r with o's non-zero fields on top.
+func (r Runtime) Merge(o Runtime) Runtime {
+	if o.Sessions != 0 {
+		r.Sessions = o.Sessions
+	}
+	if o.Concurrency != 0 {
+		r.Concurrency = o.Concurrency
+	}
+	if o.IntraOpThreads != 0 {
+		r.IntraOpThreads = o.IntraOpThreads
+	}
+	if o.InterOpThreads != 0 {
+		r.InterOpThreads = o.InterOpThreads
+	}
+	return r
+}

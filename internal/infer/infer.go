@@ -1,0 +1,79 @@
+// Package infer is the end of the request pipeline: it resolves the model
+// version, validates the request against its signature, runs it on ONNX
+// Runtime and shapes the response.
+package infer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/repository"
+	"github.com/aegis-inference/aegis/internal/validate"
+)
+
+// Handler serves inference from a registry.
+type Handler struct {
+	Registry *repository.Registry
+	Log      *slog.Logger
+}
+
+var _ pipeline.Handler = (*Handler)(nil)
+
+// Infer implements pipeline.Handler.
+func (h *Handler) Infer(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
+	v, err := h.Registry.Resolve(req.Model, req.Version)
+	if err != nil {
+		return nil, NotFound(req.Model, req.Version)
+	}
+	req.Target = v
+	inputs, err := validate.Inputs(v.Inputs(), req)
+	if err != nil {
+		return nil, err
+	}
+	idx, bin, err := validate.Outputs(v.Outputs(), req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := v.Session().Run(ctx, inputs)
+	if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, apierr.Wrap(apierr.DeadlineExceeded, err, "inference timed out")
+		case errors.Is(err, context.Canceled):
+			return nil, apierr.Wrap(apierr.Canceled, err, "request canceled")
+		}
+		// ONNX Runtime refuses inputs the signature cannot rule out (for
+		// example, dimensions that do not broadcast); its message names
+		// model internals, so it is logged, not returned.
+		return nil, apierr.Wrap(apierr.InvalidArgument, err, "the model could not run on these inputs")
+	}
+	resp := &pipeline.Response{
+		Model:   v.Name(),
+		Version: v.Version(),
+		ID:      req.ID,
+		Outputs: make([]pipeline.OutputTensor, len(idx)),
+	}
+	for i, j := range idx {
+		resp.Outputs[i] = pipeline.OutputTensor{Tensor: res.Outputs[j], Binary: bin[i]}
+	}
+	resp.SetRelease(res.Release)
+	return resp, nil
+}
+
+// NotFound is the error for an unknown model or version.
+func NotFound(model, version string) error {
+	if version != "" {
+		return apierr.New(apierr.NotFound, "unknown model %q version %q", clip(model), clip(version))
+	}
+	return apierr.New(apierr.NotFound, "unknown model %q", clip(model))
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

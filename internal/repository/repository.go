@@ -1,0 +1,285 @@
+// Package repository discovers models in a model repository directory,
+// loads each version into an ONNX Runtime session pool, and resolves
+// requests to the version that serves them.
+//
+// Layout: DIR/<model>/<version>/model.onnx, where <version> is a positive
+// integer written without leading zeros, and an optional DIR/<model>/config.yaml
+// (strict YAML: unknown fields are errors). The newest loaded version serves
+// requests that name none. A model or version that fails to load is
+// reported and skipped; it never stops the others.
+package repository
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/tensor"
+)
+
+// ModelFile is the file name of a model inside a version directory.
+const ModelFile = "model.onnx"
+
+// ConfigFile is the optional per-model configuration file.
+const ConfigFile = "config.yaml"
+
+// Platform is reported in model metadata, as Triton names ONNX Runtime.
+const Platform = "onnxruntime_onnx"
+
+// validName matches model names Aegis accepts: no path separators, no dot
+// segments, nothing a URL could smuggle.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidModelName reports whether name may name a model.
+func ValidModelName(name string) bool {
+	return validName.MatchString(name) && name != "." && name != ".."
+}
+
+// ParseVersion parses a canonical positive version number.
+func ParseVersion(s string) (int64, bool) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 1 || strconv.FormatInt(v, 10) != s {
+		return 0, false
+	}
+	return v, true
+}
+
+// ModelConfig is the per-model configuration file.
+type ModelConfig struct {
+	// Runtime overrides the server's session defaults for this model.
+	Runtime config.Runtime `yaml:"runtime"`
+}
+
+// Version is one loaded model version.
+type Version struct {
+	model    string
+	version  int64
+	session  *onnx.Session
+	digest   string
+	loadedAt time.Time
+}
+
+// Name returns the model name.
+func (v *Version) Name() string { return v.model }
+
+// Version returns the version number as the protocol writes it.
+func (v *Version) Version() string { return strconv.FormatInt(v.version, 10) }
+
+// Number returns the version number.
+func (v *Version) Number() int64 { return v.version }
+
+// Inputs returns the model's declared inputs.
+func (v *Version) Inputs() []tensor.Spec { return v.session.Inputs() }
+
+// Outputs returns the model's declared outputs.
+func (v *Version) Outputs() []tensor.Spec { return v.session.Outputs() }
+
+// Digest returns the SHA-256 (hex) of the model file.
+func (v *Version) Digest() string { return v.digest }
+
+// Session returns the version's session pool.
+func (v *Version) Session() *onnx.Session { return v.session }
+
+// Model is a model and its loaded versions, newest last.
+type Model struct {
+	Name     string
+	Versions []*Version
+}
+
+// Latest returns the newest loaded version.
+func (m *Model) Latest() *Version { return m.Versions[len(m.Versions)-1] }
+
+// Failure records a model or version that did not load.
+type Failure struct {
+	Model   string
+	Version string // "" when the whole model failed
+	Err     error
+}
+
+// Registry holds the loaded models.
+type Registry struct {
+	log *slog.Logger
+
+	mu       sync.RWMutex // guards models and failures
+	models   map[string]*Model
+	failures []Failure
+}
+
+// Options configure Load.
+type Options struct {
+	// Runtime is the default session configuration.
+	Runtime config.Runtime
+	Logger  *slog.Logger
+}
+
+// Load scans dir and loads every model version in it. It fails only when
+// dir itself cannot be read; individual model failures are logged and
+// listed by Failures.
+func Load(dir string, opts Options) (*Registry, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{log: log, models: map[string]*Model{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("model repository: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() {
+			continue
+		}
+		if !ValidModelName(name) {
+			r.fail(Failure{Model: name, Err: errors.New("invalid model name")})
+			continue
+		}
+		m, err := r.loadModel(filepath.Join(dir, name), name, opts)
+		if err != nil {
+			r.fail(Failure{Model: name, Err: err})
+			continue
+		}
+		r.models[name] = m
+		log.Info("model ready", "model", name, "versions", len(m.Versions), "latest", m.Latest().Version())
+	}
+	return r, nil
+}
+
+func (r *Registry) fail(f Failure) {
+	r.failures = append(r.failures, f)
+	r.log.Error("model failed to load", "model", f.Model, "version", f.Version, "err", f.Err)
+}
+
+func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
+	var mc ModelConfig
+	if b, err := os.ReadFile(filepath.Join(dir, ConfigFile)); err == nil {
+		if err := config.DecodeStrict(b, &mc); err != nil {
+			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+		}
+		if err := mc.Runtime.Validate("runtime"); err != nil {
+			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	rt := opts.Runtime.Merge(mc.Runtime)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Name: name}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		n, ok := ParseVersion(e.Name())
+		if !ok {
+			r.log.Warn("ignoring directory that is not a version", "model", name, "dir", e.Name())
+			continue
+		}
+		v, err := loadVersion(filepath.Join(dir, e.Name(), ModelFile), name, n, rt)
+		if err != nil {
+			r.fail(Failure{Model: name, Version: e.Name(), Err: err})
+			continue
+		}
+		m.Versions = append(m.Versions, v)
+	}
+	if len(m.Versions) == 0 {
+		return nil, errors.New("no loadable version")
+	}
+	slices.SortFunc(m.Versions, func(a, b *Version) int { return cmp.Compare(a.version, b.version) })
+	return m, nil
+}
+
+func loadVersion(path, name string, n int64, rt config.Runtime) (*Version, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	s, err := onnx.NewSession(b, onnx.Options{
+		Sessions: rt.Sessions, Concurrency: rt.Concurrency,
+		IntraOpThreads: rt.IntraOpThreads, InterOpThreads: rt.InterOpThreads,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &Version{model: name, version: n, session: s, digest: hex.EncodeToString(sum[:]), loadedAt: time.Now()}, nil
+}
+
+// ErrNotFound is returned for an unknown model or version.
+var ErrNotFound = errors.New("model not found")
+
+// Get returns the model named name.
+func (r *Registry) Get(name string) (*Model, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m, ok := r.models[name]
+	return m, ok
+}
+
+// Resolve returns the version of model name that serves version ("" for the
+// newest), or ErrNotFound.
+func (r *Registry) Resolve(name, version string) (*Version, error) {
+	m, ok := r.Get(name)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if version == "" {
+		return m.Latest(), nil
+	}
+	n, ok := ParseVersion(version)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	for _, v := range m.Versions {
+		if v.version == n {
+			return v, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// Models returns the loaded models sorted by name.
+func (r *Registry) Models() []*Model {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Model, 0, len(r.models))
+	for _, m := range r.models {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *Model) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Failures returns what failed to load.
+func (r *Registry) Failures() []Failure {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return slices.Clone(r.failures)
+}
+
+// Close closes every session, waiting for in-flight runs.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	models := r.models
+	r.models = map[string]*Model{}
+	r.mu.Unlock()
+	for _, m := range models {
+		for _, v := range m.Versions {
+			v.session.Close()
+		}
+	}
+}

@@ -1,0 +1,333 @@
+package onnx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/aegis-inference/aegis/internal/tensor"
+)
+
+// Options tunes the sessions of one model version.
+type Options struct {
+	// Sessions is the number of ONNX Runtime sessions in the pool; each holds
+	// its own copy of the weights. Default 1.
+	Sessions int
+	// Concurrency is how many runs may use one session at once (ONNX Runtime
+	// sessions are safe for concurrent Run). Default GOMAXPROCS.
+	Concurrency int
+	// IntraOpThreads and InterOpThreads size ONNX Runtime's thread pools per
+	// session. Default 1 each: the server's concurrency comes from parallel
+	// requests, not from splitting one small run across cores.
+	IntraOpThreads int
+	InterOpThreads int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Sessions <= 0 {
+		o.Sessions = 1
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if o.IntraOpThreads <= 0 {
+		o.IntraOpThreads = 1
+	}
+	if o.InterOpThreads <= 0 {
+		o.InterOpThreads = 1
+	}
+	return o
+}
+
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("session closed")
+
+// Session is a pool of ONNX Runtime sessions for one model version.
+type Session struct {
+	inputs   []tensor.Spec
+	outputs  []tensor.Spec
+	sessions []*ort.DynamicAdvancedSession
+	// slots holds one token per permitted concurrent run; a token names the
+	// session it runs on. Close takes every token back.
+	slots  chan *ort.DynamicAdvancedSession
+	closed chan struct{}
+}
+
+// NewSession creates a session pool from in-memory ONNX model bytes. The
+// caller may wipe model once NewSession returns: ONNX Runtime keeps its own
+// copy.
+func NewSession(model []byte, opts Options) (*Session, error) {
+	if _, ok := Loaded(); !ok {
+		return nil, errors.New("onnx runtime is not initialised")
+	}
+	if len(model) == 0 {
+		return nil, errors.New("empty model")
+	}
+	opts = opts.withDefaults()
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("session options: %w", err)
+	}
+	defer so.Destroy()
+	if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
+		return nil, fmt.Errorf("intra-op threads: %w", err)
+	}
+	if err := so.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
+		return nil, fmt.Errorf("inter-op threads: %w", err)
+	}
+	s := &Session{closed: make(chan struct{})}
+	for i := 0; i < opts.Sessions; i++ {
+		ds, in, out, err := ort.NewDynamicAdvancedSessionForAllIO(model, so)
+		if err != nil {
+			s.destroy()
+			return nil, fmt.Errorf("create session: %w", err)
+		}
+		s.sessions = append(s.sessions, ds)
+		if i == 0 {
+			if s.inputs, err = convertInfo(in); err != nil {
+				s.destroy()
+				return nil, fmt.Errorf("input %w", err)
+			}
+			if s.outputs, err = convertInfo(out); err != nil {
+				s.destroy()
+				return nil, fmt.Errorf("output %w", err)
+			}
+			if len(s.inputs) == 0 || len(s.outputs) == 0 {
+				s.destroy()
+				return nil, errors.New("model declares no inputs or no outputs")
+			}
+		}
+	}
+	s.slots = make(chan *ort.DynamicAdvancedSession, opts.Sessions*opts.Concurrency)
+	for i := 0; i < opts.Concurrency; i++ {
+		for _, ds := range s.sessions {
+			s.slots <- ds
+		}
+	}
+	return s, nil
+}
+
+func convertInfo(infos []ort.InputOutputInfo) ([]tensor.Spec, error) {
+	out := make([]tensor.Spec, len(infos))
+	for i, in := range infos {
+		if in.OrtValueType != ort.ONNXTypeTensor {
+			return nil, fmt.Errorf("%q: %s values are not supported", in.Name, in.OrtValueType)
+		}
+		dt, ok := fromORT(in.DataType)
+		if !ok {
+			return nil, fmt.Errorf("%q: element type %s is not supported", in.Name, in.DataType)
+		}
+		shape := make([]int64, len(in.Dimensions))
+		for j, d := range in.Dimensions {
+			if d < 0 {
+				d = -1
+			}
+			shape[j] = d
+		}
+		out[i] = tensor.Spec{Name: in.Name, DType: dt, Shape: shape}
+	}
+	return out, nil
+}
+
+// Inputs returns the model's declared inputs, in the order Run takes them.
+func (s *Session) Inputs() []tensor.Spec { return s.inputs }
+
+// Outputs returns the model's declared outputs, in the order Run returns them.
+func (s *Session) Outputs() []tensor.Spec { return s.outputs }
+
+// Result holds the outputs of one run. Its tensors' data is owned by ONNX
+// Runtime values and stays valid until Release.
+type Result struct {
+	Outputs []tensor.Tensor
+	values  []ort.Value
+}
+
+// Release frees the result's ONNX Runtime values. The output tensors must not
+// be used afterwards.
+func (r *Result) Release() {
+	for _, v := range r.values {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+	r.values = nil
+	r.Outputs = nil
+}
+
+// Run runs the model on inputs, which must be given in Inputs() order and
+// already validated against it (datatype, rank, element counts). It waits
+// for a free slot until ctx is done.
+func (s *Session) Run(ctx context.Context, inputs []*tensor.Tensor) (*Result, error) {
+	if len(inputs) != len(s.inputs) {
+		return nil, fmt.Errorf("got %d inputs, want %d", len(inputs), len(s.inputs))
+	}
+	var ds *ort.DynamicAdvancedSession
+	select {
+	case ds = <-s.slots:
+	case <-s.closed:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { s.slots <- ds }()
+
+	in := make([]ort.Value, len(inputs))
+	defer func() {
+		for _, v := range in {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	for i, t := range inputs {
+		v, err := toValue(t)
+		if err != nil {
+			return nil, fmt.Errorf("input %q: %w", t.Name, err)
+		}
+		in[i] = v
+	}
+	out := make([]ort.Value, len(s.outputs))
+	if err := ds.Run(in, out); err != nil {
+		for _, v := range out {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	res := &Result{Outputs: make([]tensor.Tensor, len(out)), values: out}
+	for i, v := range out {
+		t, err := fromValue(v)
+		if err != nil {
+			res.Release()
+			return nil, fmt.Errorf("output %q: %w", s.outputs[i].Name, err)
+		}
+		t.Name = s.outputs[i].Name
+		res.Outputs[i] = t
+	}
+	return res, nil
+}
+
+// Close stops new runs, waits for in-flight runs to finish, and frees the
+// ONNX Runtime sessions. It is safe to call once.
+func (s *Session) Close() {
+	close(s.closed)
+	for i := 0; i < cap(s.slots); i++ {
+		<-s.slots
+	}
+	s.destroy()
+}
+
+func (s *Session) destroy() {
+	for _, ds := range s.sessions {
+		ds.Destroy()
+	}
+	s.sessions = nil
+}
+
+func toValue(t *tensor.Tensor) (ort.Value, error) {
+	shape := ort.NewShape(t.Shape...)
+	if t.DType == tensor.Bytes {
+		st, err := ort.NewStringTensor(shape)
+		if err != nil {
+			return nil, err
+		}
+		strs := make([]string, len(t.Strings))
+		for i, b := range t.Strings {
+			strs[i] = string(b)
+		}
+		if err := st.SetContents(strs); err != nil {
+			st.Destroy()
+			return nil, err
+		}
+		return st, nil
+	}
+	return ort.NewCustomDataTensor(shape, t.Data, toORT(t.DType))
+}
+
+func fromValue(v ort.Value) (tensor.Tensor, error) {
+	shape := []int64(v.GetShape())
+	switch x := v.(type) {
+	case *ort.Tensor[float32]:
+		return tensor.Tensor{DType: tensor.FP32, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[float64]:
+		return tensor.Tensor{DType: tensor.FP64, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[int8]:
+		return tensor.Tensor{DType: tensor.Int8, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[int16]:
+		return tensor.Tensor{DType: tensor.Int16, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[int32]:
+		return tensor.Tensor{DType: tensor.Int32, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[int64]:
+		return tensor.Tensor{DType: tensor.Int64, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[uint8]:
+		return tensor.Tensor{DType: tensor.Uint8, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[uint16]:
+		return tensor.Tensor{DType: tensor.Uint16, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[uint32]:
+		return tensor.Tensor{DType: tensor.Uint32, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[uint64]:
+		return tensor.Tensor{DType: tensor.Uint64, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.Tensor[bool]:
+		return tensor.Tensor{DType: tensor.Bool, Shape: shape, Data: asBytes(x.GetData())}, nil
+	case *ort.CustomDataTensor:
+		dt, ok := fromORT(ort.TensorElementDataType(x.DataType()))
+		if !ok || dt.Size() != 2 {
+			return tensor.Tensor{}, fmt.Errorf("unsupported element type %d", x.DataType())
+		}
+		return tensor.Tensor{DType: dt, Shape: shape, Data: x.GetData()}, nil
+	case *ort.StringTensor:
+		strs, err := x.GetContents()
+		if err != nil {
+			return tensor.Tensor{}, err
+		}
+		b := make([][]byte, len(strs))
+		for i, s := range strs {
+			b[i] = []byte(s)
+		}
+		return tensor.Tensor{DType: tensor.Bytes, Shape: shape, Strings: b}, nil
+	}
+	return tensor.Tensor{}, fmt.Errorf("unsupported value type %s", v.GetONNXType())
+}
+
+// asBytes views a slice of fixed-size elements as its little-endian bytes
+// (Aegis runs on little-endian hosts only; see endian.go).
+func asBytes[T any](s []T) []byte {
+	if len(s) == 0 {
+		return []byte{}
+	}
+	var zero T
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
+}
+
+var ortTypes = map[tensor.DType]ort.TensorElementDataType{
+	tensor.Bool:   ort.TensorElementDataTypeBool,
+	tensor.Uint8:  ort.TensorElementDataTypeUint8,
+	tensor.Uint16: ort.TensorElementDataTypeUint16,
+	tensor.Uint32: ort.TensorElementDataTypeUint32,
+	tensor.Uint64: ort.TensorElementDataTypeUint64,
+	tensor.Int8:   ort.TensorElementDataTypeInt8,
+	tensor.Int16:  ort.TensorElementDataTypeInt16,
+	tensor.Int32:  ort.TensorElementDataTypeInt32,
+	tensor.Int64:  ort.TensorElementDataTypeInt64,
+	tensor.FP16:   ort.TensorElementDataTypeFloat16,
+	tensor.BF16:   ort.TensorElementDataTypeBFloat16,
+	tensor.FP32:   ort.TensorElementDataTypeFloat,
+	tensor.FP64:   ort.TensorElementDataTypeDouble,
+	tensor.Bytes:  ort.TensorElementDataTypeString,
+}
+
+func toORT(d tensor.DType) ort.TensorElementDataType { return ortTypes[d] }
+
+func fromORT(t ort.TensorElementDataType) (tensor.DType, bool) {
+	for d, o := range ortTypes {
+		if o == t {
+			return d, true
+		}
+	}
+	return tensor.Invalid, false
+}

@@ -1,0 +1,411 @@
+// Package httpapi serves the Open Inference Protocol over REST (KServe v2),
+// with Triton's binary tensor data extension.
+//
+// It is one of the two places (with grpcapi) that map errors to status
+// codes. Clients get a status, a short public message and a request id;
+// internal causes go to the log only. Health endpoints are always open.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/infer"
+	"github.com/aegis-inference/aegis/internal/oip"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/repository"
+	"github.com/aegis-inference/aegis/internal/tensor"
+)
+
+// HeaderLength is the binary extension's header naming the JSON length.
+const HeaderLength = "Inference-Header-Content-Length"
+
+// Server metadata reported by GET /v2.
+const (
+	ServerName    = "aegis"
+	ServerVersion = "0.1.0"
+)
+
+// Extensions lists the protocol extensions Aegis implements.
+var Extensions = []string{"binary_tensor_data"}
+
+// Options configure the REST API.
+type Options struct {
+	Registry *repository.Registry
+	Handler  pipeline.Handler
+	Limits   oip.Limits
+	// MaxBodyBytes bounds a request body; larger bodies get 413.
+	MaxBodyBytes int64
+	// RequestTimeout bounds one inference.
+	RequestTimeout time.Duration
+	// Ready reports whether the server accepts traffic.
+	Ready  *atomic.Bool
+	Logger *slog.Logger
+}
+
+type api struct {
+	Options
+	bufs sync.Pool
+}
+
+// New returns the REST handler.
+func New(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	a := &api{Options: opts}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v2/health/live", a.live)
+	mux.HandleFunc("GET /v2/health/ready", a.ready)
+	mux.HandleFunc("GET /v2", a.serverMetadata)
+	mux.HandleFunc("GET /v2/models/{name}", a.modelMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.modelMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.modelReady)
+	mux.HandleFunc("POST /v2/models/{name}/infer", a.infer)
+	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.infer)
+	return a.recover(mux)
+}
+
+// recover turns a panic in a handler into a 500 and keeps the server up.
+func (a *api) recover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				id := newRequestID()
+				a.Logger.Error("panic serving request", "request_id", id, "path", r.URL.Path, "panic", v)
+				writeError(w, id, apierr.New(apierr.Internal, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) live(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"live": true})
+}
+
+func (a *api) ready(w http.ResponseWriter, r *http.Request) {
+	if a.Ready != nil && !a.Ready.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "server is not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
+}
+
+type serverMetadata struct {
+	Name       string   `json:"name"`
+	Version    string   `json:"version"`
+	Extensions []string `json:"extensions"`
+}
+
+func (a *api) serverMetadata(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, serverMetadata{Name: ServerName, Version: ServerVersion, Extensions: Extensions})
+}
+
+// TensorMetadata describes a model input or output.
+type TensorMetadata struct {
+	Name     string  `json:"name"`
+	Datatype string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+// ModelMetadata is the body of GET /v2/models/{name}.
+type ModelMetadata struct {
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions"`
+	Platform string           `json:"platform"`
+	Inputs   []TensorMetadata `json:"inputs"`
+	Outputs  []TensorMetadata `json:"outputs"`
+}
+
+// MetadataOf builds the protocol's model metadata for version v of m.
+func MetadataOf(m *repository.Model, v *repository.Version) ModelMetadata {
+	md := ModelMetadata{Name: m.Name, Platform: repository.Platform}
+	for _, x := range m.Versions {
+		md.Versions = append(md.Versions, x.Version())
+	}
+	md.Inputs = specs(v.Inputs())
+	md.Outputs = specs(v.Outputs())
+	return md
+}
+
+func specs(s []tensor.Spec) []TensorMetadata {
+	out := make([]TensorMetadata, len(s))
+	for i, x := range s {
+		out[i] = TensorMetadata{Name: x.Name, Datatype: x.DType.String(), Shape: x.Shape}
+	}
+	return out
+}
+
+func (a *api) resolve(w http.ResponseWriter, r *http.Request) (*repository.Model, *repository.Version, bool) {
+	name, version := r.PathValue("name"), r.PathValue("version")
+	m, ok := a.Registry.Get(name)
+	var v *repository.Version
+	var err error
+	if ok {
+		v, err = a.Registry.Resolve(name, version)
+	}
+	if !ok || err != nil {
+		writeError(w, newRequestID(), infer.NotFound(name, version))
+		return nil, nil, false
+	}
+	return m, v, true
+}
+
+func (a *api) modelMetadata(w http.ResponseWriter, r *http.Request) {
+	m, v, ok := a.resolve(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, MetadataOf(m, v))
+}
+
+func (a *api) modelReady(w http.ResponseWriter, r *http.Request) {
+	m, _, ok := a.resolve(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"name": m.Name, "ready": true})
+}
+
+func (a *api) infer(w http.ResponseWriter, r *http.Request) {
+	id := newRequestID()
+	w.Header().Set("X-Request-Id", id)
+	bufp := a.getBuf()
+	defer a.putBuf(bufp)
+	body, err := readBody(r, a.MaxBodyBytes, (*bufp)[:0])
+	*bufp = body[:0]
+	if err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
+	req, err := a.decode(r, body)
+	if err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
+	req.Model, req.Version = r.PathValue("name"), r.PathValue("version")
+	ctx, cancel := context.WithTimeout(r.Context(), a.RequestTimeout)
+	defer cancel()
+	resp, err := a.Handler.Infer(ctx, req)
+	if err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
+	defer resp.Release()
+	out := a.getBuf()
+	defer a.putBuf(out)
+	js, bins, err := oip.AppendInferResponse((*out)[:0], resp)
+	if err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
+	*out = js[:0]
+	h := w.Header()
+	total := len(js)
+	for _, b := range bins {
+		total += len(b)
+	}
+	h.Set("Content-Length", strconv.Itoa(total))
+	if len(bins) > 0 {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set(HeaderLength, strconv.Itoa(len(js)))
+	} else {
+		h.Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(http.StatusOK)
+	w.Write(js)
+	for _, b := range bins {
+		w.Write(b)
+	}
+}
+
+// putBuf returns a buffer to the pool unless it grew past what is worth
+// keeping, so one huge request does not pin its memory.
+func (a *api) putBuf(p *[]byte) {
+	if cap(*p) <= 1<<20 {
+		a.bufs.Put(p)
+	}
+}
+
+func (a *api) getBuf() *[]byte {
+	if p, ok := a.bufs.Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, 0, 16<<10)
+	return &b
+}
+
+// decode splits the body by the binary extension's header and decodes it.
+func (a *api) decode(r *http.Request, body []byte) (*pipeline.Request, error) {
+	hl := r.Header.Get(HeaderLength)
+	if hl == "" {
+		return oip.DecodeInferRequest(body, nil, a.Limits)
+	}
+	n, err := strconv.ParseInt(hl, 10, 64)
+	if err != nil || n < 0 || n > int64(len(body)) {
+		return nil, apierr.Invalid("%s must be an integer between 0 and the body length", HeaderLength)
+	}
+	if n == 0 {
+		return a.rawRequest(r, body)
+	}
+	return oip.DecodeInferRequest(body[:n], body[n:], a.Limits)
+}
+
+// rawRequest handles a body that is one raw tensor (header length 0): the
+// model must have exactly one input, whose shape has at most one variable
+// dimension, inferred from the body's length.
+func (a *api) rawRequest(r *http.Request, body []byte) (*pipeline.Request, error) {
+	v, err := a.Registry.Resolve(r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		return nil, infer.NotFound(r.PathValue("name"), r.PathValue("version"))
+	}
+	ins := v.Inputs()
+	if len(ins) != 1 {
+		return nil, apierr.Invalid("a raw binary body needs a model with exactly one input")
+	}
+	spec := ins[0]
+	if spec.DType == tensor.Bytes {
+		return nil, apierr.Invalid("a raw binary body cannot carry BYTES")
+	}
+	shape, err := inferShape(spec, int64(len(body)))
+	if err != nil {
+		return nil, err
+	}
+	t := tensor.Tensor{Name: spec.Name, DType: spec.DType, Shape: shape}
+	n, _, err := oip.CheckShape(t.Name, t.DType, shape, a.Limits.MaxTensorBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := oip.FromBinary(&t, n, body); err != nil {
+		return nil, err
+	}
+	return &pipeline.Request{Inputs: []tensor.Tensor{t}}, nil
+}
+
+func inferShape(spec tensor.Spec, size int64) ([]int64, error) {
+	shape := append([]int64(nil), spec.Shape...)
+	known, free := int64(spec.DType.Size()), -1
+	for i, d := range shape {
+		if d < 0 {
+			if free >= 0 {
+				return nil, apierr.Invalid("a raw binary body needs an input with at most one variable dimension")
+			}
+			free = i
+			continue
+		}
+		known *= d
+	}
+	if free >= 0 {
+		if known == 0 || size%known != 0 {
+			return nil, apierr.Invalid("raw body of %d bytes does not fit input %q shape %v", size, spec.Name, spec.Shape)
+		}
+		shape[free] = size / known
+	}
+	return shape, nil
+}
+
+// readBody reads the whole body into buf, refusing more than limit bytes.
+func readBody(r *http.Request, limit int64, buf []byte) ([]byte, error) {
+	if r.ContentLength > limit {
+		return buf, apierr.New(apierr.TooLarge, "request body exceeds %d bytes", limit)
+	}
+	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
+		buf = make([]byte, 0, r.ContentLength)
+	}
+	lr := io.LimitReader(r.Body, limit+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, apierr.New(apierr.TooLarge, "request body exceeds %d bytes", limit)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, apierr.Wrap(apierr.InvalidArgument, err, "could not read the request body")
+		}
+	}
+}
+
+func (a *api) fail(w http.ResponseWriter, id string, r *http.Request, err error) {
+	kind, _ := apierr.Public(err)
+	level := slog.LevelInfo
+	if kind == apierr.Internal {
+		level = slog.LevelError
+	}
+	a.Logger.Log(r.Context(), level, "request failed", "request_id", id, "path", r.URL.Path, "kind", kind.String(), "err", err)
+	writeError(w, id, err)
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, id string, err error) {
+	kind, msg := apierr.Public(err)
+	w.Header().Set("X-Request-Id", id)
+	writeJSON(w, StatusOf(kind), errorBody{Error: msg})
+}
+
+// StatusOf maps an error kind to an HTTP status.
+func StatusOf(k apierr.Kind) int {
+	switch k {
+	case apierr.InvalidArgument:
+		return http.StatusBadRequest
+	case apierr.NotFound:
+		return http.StatusNotFound
+	case apierr.Unavailable:
+		return http.StatusServiceUnavailable
+	case apierr.Unimplemented:
+		return http.StatusNotImplemented
+	case apierr.Unauthenticated:
+		return http.StatusUnauthorized
+	case apierr.PermissionDenied:
+		return http.StatusForbidden
+	case apierr.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case apierr.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case apierr.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case apierr.Canceled:
+		return 499 // client closed request
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
