@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -127,7 +128,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s: %q is not HOST:PORT", name, addr)
 		}
 	}
-	if c.HTTPAddr == c.GRPCAddr {
+	if c.HTTPAddr == c.GRPCAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 		return fmt.Errorf("grpc_addr: %q is also http_addr", c.GRPCAddr)
 	}
 	switch c.Log.Format {
