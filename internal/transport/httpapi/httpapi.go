@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,13 @@ func (a *api) recover(next http.Handler) http.Handler {
 				writeError(w, id, apierr.New(apierr.Internal, "internal error"))
 			}
 		}()
+		// Refuse rather than redirect paths that are not in canonical
+		// form (dot segments, doubled or trailing slashes): a model name
+		// is never reached by a path the client did not write.
+		if p := r.URL.EscapedPath(); path.Clean(p) != p {
+			writeError(w, newRequestID(), apierr.New(apierr.NotFound, "not found"))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
