@@ -35,7 +35,7 @@ func DecodeInferRequest(header, bin []byte, lim Limits) (*pipeline.Request, erro
 		case "id":
 			id, err := s.str()
 			if err != nil {
-				return apierr.Invalid("'id' must be a string")
+				return apierr.Invalid("'id' must be a valid JSON string")
 			}
 			req.ID = id
 		case "parameters":
@@ -130,12 +130,12 @@ func decodeInput(s *scanner, lim Limits) (rawInput, error) {
 		case "name":
 			in.name, err = s.str()
 			if err != nil {
-				return apierr.Invalid("input 'name' must be a string")
+				return apierr.Invalid("input 'name' must be a valid JSON string")
 			}
 		case "datatype":
 			in.datatype, err = s.str()
 			if err != nil {
-				return apierr.Invalid("input 'datatype' must be a string")
+				return apierr.Invalid("input 'datatype' must be a valid JSON string")
 			}
 		case "shape":
 			in.hasShape = true
@@ -240,7 +240,7 @@ func decodeRequestedOutput(s *scanner) (pipeline.RequestedOutput, error) {
 		case "name":
 			out.Name, err = s.str()
 			if err != nil {
-				return apierr.Invalid("output 'name' must be a string")
+				return apierr.Invalid("output 'name' must be a valid JSON string")
 			}
 		case "parameters":
 			out.Parameters, err = decodeParameters(s)

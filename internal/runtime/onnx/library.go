@@ -72,6 +72,20 @@ func FileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// CheckLibrary verifies the library file named by opts without loading it:
+// its digest must be the pinned one unless opts.AllowUnpinned.
+func CheckLibrary(opts LibraryOptions) (LibraryInfo, error) {
+	digest, err := FileDigest(opts.Path)
+	if err != nil {
+		return LibraryInfo{}, fmt.Errorf("onnx runtime library: %w", err)
+	}
+	info := LibraryInfo{Path: opts.Path, Digest: digest, Pinned: digest == PinnedDigest}
+	if !info.Pinned && !opts.AllowUnpinned {
+		return LibraryInfo{}, fmt.Errorf("%w: %s has sha256 %s, want %s", ErrUnpinnedLibrary, opts.Path, digest, PinnedDigest)
+	}
+	return info, nil
+}
+
 // Init verifies and loads the ONNX Runtime library and creates its process
 // environment. ONNX Runtime has one environment per process, so Init succeeds
 // once; later calls return the loaded library's info if they name the same
@@ -85,13 +99,9 @@ func Init(opts LibraryOptions) (LibraryInfo, error) {
 		}
 		return *initInfo, nil
 	}
-	digest, err := FileDigest(opts.Path)
+	info, err := CheckLibrary(opts)
 	if err != nil {
-		return LibraryInfo{}, fmt.Errorf("onnx runtime library: %w", err)
-	}
-	info := LibraryInfo{Path: opts.Path, Digest: digest, Pinned: digest == PinnedDigest}
-	if !info.Pinned && !opts.AllowUnpinned {
-		return LibraryInfo{}, fmt.Errorf("%w: %s has sha256 %s, want %s", ErrUnpinnedLibrary, opts.Path, digest, PinnedDigest)
+		return LibraryInfo{}, err
 	}
 	ort.SetSharedLibraryPath(opts.Path)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {

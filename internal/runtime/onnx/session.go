@@ -165,6 +165,9 @@ func (s *Session) Run(ctx context.Context, inputs []*tensor.Tensor) (*Result, er
 	if len(inputs) != len(s.inputs) {
 		return nil, fmt.Errorf("got %d inputs, want %d", len(inputs), len(s.inputs))
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var ds *ort.DynamicAdvancedSession
 	select {
 	case ds = <-s.slots:

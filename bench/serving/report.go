@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+func p50(s sample) time.Duration { return s.p50() }
+func p99(s sample) time.Duration { return s.p99() }
+
+// median returns the median over rounds of f applied to c's samples.
+func median(c *cell, f func(sample) time.Duration) time.Duration {
+	xs := make([]float64, len(c.samples))
+	for i, s := range c.samples {
+		xs[i] = float64(f(s))
+	}
+	return time.Duration(medianOf(xs))
+}
+
+func medianOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// inferences returns c's throughput per round in inferences per second.
+func (c *cell) inferences() []float64 {
+	out := make([]float64, len(c.samples))
+	for i, s := range c.samples {
+		out[i] = s.throughput() * float64(c.batch)
+	}
+	return out
+}
+
+// overheads returns Aegis's own overhead per round, in µs: its p50 minus the
+// floor's p50 minus bare ONNX Runtime's p50, all from the same round.
+func overheads(aegis, floor, bare *cell) []float64 {
+	out := make([]float64, len(aegis.samples))
+	for r := range out {
+		out[r] = us(aegis.samples[r].p50() - floor.samples[r].p50() - bare.samples[r].p50())
+	}
+	return out
+}
+
+// overFloor returns Aegis's p50 minus the floor's p50 per round, in µs: the
+// server-side cost of a request, ONNX Runtime included.
+func overFloor(aegis, floor *cell) []float64 {
+	out := make([]float64, len(aegis.samples))
+	for r := range out {
+		out[r] = us(aegis.samples[r].p50() - floor.samples[r].p50())
+	}
+	return out
+}
+
+// throughputRatios returns Aegis's throughput over bare's per round.
+func throughputRatios(aegis, bare *cell) []float64 {
+	a, b := aegis.inferences(), bare.inferences()
+	out := make([]float64, len(a))
+	for r := range out {
+		out[r] = a[r] / b[r]
+	}
+	return out
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func fmtUS(v float64) string {
+	if v > -100 && v < 100 {
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// fmtRange formats the median of xs, with the range over rounds when there
+// is more than one.
+func fmtRange(xs []float64, f func(float64) string) string {
+	if len(xs) == 1 {
+		return f(xs[0])
+	}
+	return fmt.Sprintf("%s [%s, %s]", f(medianOf(xs)), f(slices.Min(xs)), f(slices.Max(xs)))
+}
+
+func fmtRatio(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
+
+type cellKey struct {
+	model          string
+	batch, clients int
+	path           pathKind
+}
+
+func (r *report) index() map[cellKey]*cell {
+	m := map[cellKey]*cell{}
+	for _, c := range r.cells {
+		m[cellKey{c.model, c.batch, c.clients, c.path}] = c
+	}
+	return m
+}
+
+// markdown renders the report: the run, the targets, one table per model,
+// and the profiles.
+func (r *report) markdown() string {
+	var b strings.Builder
+	o, e := r.opt, r.env
+	idx := r.index()
+	fmt.Fprintf(&b, "## Run\n\n")
+	fmt.Fprintf(&b, "- Command: `%s`\n", strings.TrimSpace(o.command))
+	fmt.Fprintf(&b, "- Machine: %d CPUs (GOMAXPROCS %d), %s, Linux %s\n", e.cpus, e.gomaxprocs, e.cpuModel, e.kernel)
+	fmt.Fprintf(&b, "- Software: %s, ONNX Runtime %s\n", e.goVersion, e.ortVersion)
+	fmt.Fprintf(&b, "- Layout: Aegis and both floors in one server process; clients and bare ONNX Runtime in the harness process; loopback only\n")
+	fmt.Fprintf(&b, "- Per cell and round: %d requests at batch 1 (%d warm-up per client), %d at larger batches (%d warm-up); %d round(s), medians reported\n",
+		o.requests1, o.warmup1, o.requestsN, o.warmupN, o.rounds)
+	fmt.Fprintf(&b, "- Wall time: %.0f s\n", r.elapsed.Seconds())
+	if o.quick {
+		fmt.Fprintf(&b, "- **Quick (smoke) run: the figures are not meaningful.**\n")
+	}
+
+	fmt.Fprintf(&b, "\n## Targets (mlp)\n\n")
+	fmt.Fprintf(&b, "| target | measured (median [min, max] over rounds) | verdict |\n|---|---|---|\n")
+	for _, t := range []struct {
+		path  pathKind
+		limit float64
+	}{{pathAegisGRPC, 15}, {pathAegisJSON, 25}, {pathAegisBin, -1}} {
+		a, ok := idx[cellKey{"mlp", 1, 1, t.path}]
+		f := idx[cellKey{"mlp", 1, 1, t.path.floor()}]
+		bare := idx[cellKey{"mlp", 1, 1, pathBare}]
+		if !ok || f == nil || bare == nil {
+			continue
+		}
+		ov := overheads(a, f, bare)
+		name := fmt.Sprintf("overhead, batch 1, 1 client, %s", t.path)
+		verdict := "no target"
+		if t.limit >= 0 {
+			name = fmt.Sprintf("overhead ≤ %.0f µs, batch 1, 1 client, %s", t.limit, t.path)
+			verdict = verdictMax(medianOf(ov), t.limit)
+		}
+		fmt.Fprintf(&b, "| %s | %s µs | %s |\n", name, fmtRange(ov, fmtUS), verdict)
+	}
+	for _, batch := range o.batches {
+		if batch == 1 {
+			continue
+		}
+		for _, clients := range o.clients {
+			bare := idx[cellKey{"mlp", batch, clients, pathBare}]
+			for _, p := range []pathKind{pathAegisGRPC, pathAegisBin, pathAegisJSON} {
+				a := idx[cellKey{"mlp", batch, clients, p}]
+				if a == nil || bare == nil {
+					continue
+				}
+				ratio := throughputRatios(a, bare)
+				v := medianOf(ratio)
+				verdict := "met"
+				if v < 0.90 {
+					verdict = fmt.Sprintf("missed by %.0f points", 100*(0.90-v))
+				}
+				fmt.Fprintf(&b, "| throughput ≥ 90%% of bare, batch %d, %d client(s), %s | %s | %s |\n",
+					batch, clients, p, fmtRange(ratio, fmtRatio), verdict)
+			}
+		}
+	}
+
+	for _, model := range o.models {
+		fmt.Fprintf(&b, "\n## %s\n\n", model)
+		fmt.Fprintf(&b, "p50 and p99 are per request (a request carries `batch` inferences); inferences/s = requests/s × batch.\n")
+		fmt.Fprintf(&b, "*over floor* = path p50 − its floor's p50 (server-side work, ONNX Runtime included); ")
+		fmt.Fprintf(&b, "*overhead* = path p50 − floor p50 − bare p50, per round, median [min, max].\n\n")
+		fmt.Fprintf(&b, "| batch | clients | path | p50 µs | p99 µs | inferences/s | vs bare | over floor µs | overhead µs |\n")
+		fmt.Fprintf(&b, "|---:|---:|---|---:|---:|---:|---:|---:|---|\n")
+		for _, batch := range o.batches {
+			for _, clients := range o.clients {
+				bare := idx[cellKey{model, batch, clients, pathBare}]
+				for p := range numPaths {
+					c := idx[cellKey{model, batch, clients, p}]
+					if c == nil {
+						continue
+					}
+					vsBare, over, ov := "", "", ""
+					if p != pathBare && bare != nil {
+						vsBare = fmtRatio(medianOf(throughputRatios(c, bare)))
+					}
+					if f := idx[cellKey{model, batch, clients, p.floor()}]; f != nil && bare != nil {
+						over = fmtUS(medianOf(overFloor(c, f)))
+						ov = fmtRange(overheads(c, f, bare), fmtUS)
+					}
+					fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %.0f | %s | %s | %s |\n",
+						batch, clients, p, fmtUS(us(median(c, p50))), fmtUS(us(median(c, p99))),
+						medianOf(c.inferences()), vsBare, over, ov)
+				}
+			}
+		}
+	}
+
+	if len(r.profiles) > 0 {
+		fmt.Fprintf(&b, "\n## Profiles\n\nServer-process CPU profiles (%d requests each, 1 client):\n\n", o.profileRequests)
+		for _, p := range r.profiles {
+			fmt.Fprintf(&b, "- `%s`\n", p)
+		}
+		fmt.Fprintf(&b, "\nRead with `go tool pprof -top <file>`.\n")
+	}
+	return b.String()
+}
+
+func verdictMax(v, limit float64) string {
+	if v <= limit {
+		return "met"
+	}
+	return fmt.Sprintf("missed by %s µs", fmtUS(v-limit))
+}
