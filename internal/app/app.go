@@ -32,11 +32,12 @@ type Server struct {
 	Registry *repository.Registry
 	Library  onnx.LibraryInfo
 
-	ready  atomic.Bool
-	http   *http.Server
-	grpc   *grpc.Server
-	httpLn net.Listener
-	grpcLn net.Listener
+	ready    atomic.Bool
+	inFlight atomic.Int64
+	http     *http.Server
+	grpc     *grpc.Server
+	httpLn   net.Listener
+	grpcLn   net.Listener
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -65,7 +66,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		MaxDepth:       cfg.Limits.MaxJSONDepth,
 		MaxRank:        oip.DefaultLimits().MaxRank,
 	}
-	handler := pipeline.Chain(&infer.Handler{Registry: reg, Log: log})
+	handler := pipeline.Chain(&infer.Handler{Registry: reg, Log: log}, pipeline.Count(&s.inFlight))
 
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Options{
@@ -96,6 +97,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}
 	return s, nil
 }
+
+// InFlight returns the number of inference requests in the pipeline.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // HTTPAddr is the bound REST address.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }

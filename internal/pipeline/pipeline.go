@@ -6,6 +6,7 @@ package pipeline
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
@@ -105,4 +106,16 @@ func Chain(h Handler, stages ...Stage) Handler {
 		h = stages[i](h)
 	}
 	return h
+}
+
+// Count returns a stage that keeps n equal to the number of requests inside
+// the stages after it.
+func Count(n *atomic.Int64) Stage {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *Request) (*Response, error) {
+			n.Add(1)
+			defer n.Add(-1)
+			return next.Infer(ctx, req)
+		})
+	}
 }
