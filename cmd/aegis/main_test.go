@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/servertest"
+)
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"serve"}, "model_repository: must be set"},
+		{[]string{"serve", "--model-repository", "x", "--http-addr", "nohost"}, "http_addr"},
+		{[]string{"serve", "--model-repository", "x", "extra"}, "unexpected argument"},
+		{[]string{"serve", "--config", "/nonexistent/aegis.yaml"}, "read config"},
+	}
+	for _, tc := range tests {
+		var out, errb bytes.Buffer
+		err := run(tc.args, &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%q) = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if err := run([]string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "aegis ") {
+		t.Errorf("version: %v %q", err, out.String())
+	}
+}
+
+// TestServeBinary builds the real binary, serves the fixtures with JSON
+// logs, answers a request, and exits cleanly on SIGTERM.
+func TestServeBinary(t *testing.T) {
+	root := servertest.RepoRoot(t)
+	bin := filepath.Join(t.TempDir(), "aegis")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/aegis")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "serve", "--model-repository", servertest.Models(t),
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json",
+		"--onnxruntime-lib", servertest.LibraryPath(t))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	lines := make(chan map[string]any, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"msg": "NOT JSON: " + sc.Text()}
+			}
+			lines <- m
+		}
+		close(lines)
+	}()
+	var httpAddr string
+	timeout := time.After(30 * time.Second)
+	for httpAddr == "" {
+		select {
+		case m, ok := <-lines:
+			if !ok {
+				t.Fatal("server exited before serving")
+			}
+			if msg, _ := m["msg"].(string); strings.HasPrefix(msg, "NOT JSON") {
+				t.Errorf("log line is not JSON: %s", msg)
+			}
+			if m["msg"] == "serving" {
+				httpAddr, _ = m["http"].(string)
+			}
+		case <-timeout:
+			t.Fatal("server did not start within 30s")
+		}
+	}
+	resp, err := http.Post("http://"+httpAddr+"/v2/models/digits/infer", "application/json",
+		strings.NewReader(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[`+strings.Repeat("[0,0,0,0,0,0,0,0],", 7)+`[0,0,0,0,0,0,0,0]]}],"outputs":[{"name":"label"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"label"`) {
+		t.Errorf("infer: %d %s", resp.StatusCode, body)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	for m := range lines {
+		if m["msg"] == "stopped" {
+			stopped = true
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	if !stopped {
+		t.Error(`no "stopped" log line after SIGTERM`)
+	}
+}
