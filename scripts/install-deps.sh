@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the build and tests need, if any is missing.
-# npm fetches ONNX Runtime; the rest are test and tooling dependencies.
+# Installs the Debian packages the build and tests need, if any is missing:
+#   npm               fetches ONNX Runtime (onnxruntime-node) in scripts/setup-onnxruntime.sh
+#   curl              the README's REST client, exercised by the tests
+#   libonnx-testdata  the ONNX backend test data the conformance tests run
 set -euo pipefail
-# command -> Debian package that provides it
-declare -A need=([npm]=npm)
 missing=()
-for cmd in "${!need[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
-done
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -d /usr/share/libonnx-testdata/data/node ] || missing+=(libonnx-testdata)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -15,6 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
   exit 1
 fi
+echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
