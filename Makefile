@@ -46,3 +46,18 @@ proto:
 
 clean:
 	rm -rf build
+
+## bench: serving benchmarks against bare ONNX Runtime and a transport floor (see docs/benchmarks.md);
+## BENCH_FLAGS=-quick for a smoke run. Writes build/bench/results.md and the server's CPU profiles.
+bench: setup
+	@mkdir -p build/bench
+	$(GO) run ./bench/serving -o build/bench/results.md $(BENCH_FLAGS)
+
+## conformance: the whole ONNX backend test data (Debian libonnx-testdata: node, simple,
+## pytorch-converted) in-process and over REST JSON, REST binary, gRPC typed and gRPC raw;
+## writes build/conformance-report.md and fails if a case passing in-process fails over a transport.
+conformance: setup
+	@mkdir -p build
+	$(GO) test -count=1 -timeout 60m -run '^TestConformance$$' ./conformance \
+		-args -conformance.full -conformance.report=$(CURDIR)/build/conformance-report.md
+	@cat build/conformance-summary.txt

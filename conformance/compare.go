@@ -21,8 +21,8 @@ type Tolerance struct {
 // (numpy.testing.assert_allclose with rtol=1e-3, atol=1e-7).
 var BackendTolerance = Tolerance{RTol: 1e-3, ATol: 1e-7}
 
-// Exact demands identical values (NaN still equals NaN, whatever its
-// payload).
+// Exact demands identical values, the sign of zero included (NaN still
+// equals NaN, whatever its payload).
 var Exact = Tolerance{}
 
 // Compare checks got against want: same datatype, same shape, and every
@@ -109,6 +109,9 @@ func isClose(g, w float64, tol Tolerance) bool {
 		return math.IsNaN(g) && math.IsNaN(w)
 	case math.IsInf(g, 0) || math.IsInf(w, 0):
 		return g == w
+	}
+	if tol == Exact {
+		return g == w && math.Signbit(g) == math.Signbit(w)
 	}
 	return math.Abs(g-w) <= tol.ATol+tol.RTol*math.Abs(w)
 }

@@ -49,7 +49,11 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report: %s\n%s", path, sum.String())
-	if n := len(rep.Summarize().Regressions); n > 0 {
+	sm := rep.Summarize()
+	if n := len(sm.Regressions); n > 0 {
 		t.Errorf("%d cases pass in-process but fail over a client (see %s)", n, path)
+	}
+	if n := len(sm.LoadMismatches); n > 0 {
+		t.Errorf("%d models load in-process but not in the server, or the other way round (see %s)", n, path)
 	}
 }

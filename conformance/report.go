@@ -35,8 +35,11 @@ type Summary struct {
 	// Clients counts, per client and per category, the client verdicts.
 	Clients [][numCategories]Counts
 	// Identical counts, per client, the cases passing in-process whose
-	// outputs over the client equal the in-process outputs bit for bit.
+	// outputs over the client equal the in-process outputs exactly (see Exact).
 	Identical []int
+	// LoadMismatches lists the cases whose model ONNX Runtime loads
+	// in-process but the server did not, or the other way round.
+	LoadMismatches []string
 	// Regressions lists "case (client): reason" for every case that passes
 	// in-process and does not pass over a client. The goal is none.
 	Regressions []string
@@ -47,6 +50,9 @@ func (r *Report) Summarize() Summary {
 	s := Summary{Cases: len(r.Results), Clients: make([][numCategories]Counts, len(r.Clients)), Identical: make([]int, len(r.Clients))}
 	for _, res := range r.Results {
 		s.ByCategory[res.Category]++
+		if res.LoadedInProcess != res.Served && res.Category != BadTestData {
+			s.LoadMismatches = append(s.LoadMismatches, fmt.Sprintf("%s: loaded in-process %v, by the server %v", res.Case, res.LoadedInProcess, res.Served))
+		}
 		for i, v := range res.Clients {
 			s.Clients[i][res.Category].add(v.Status)
 			if res.Category == InProcessPass && v.Status == Pass && v.SameAsInProcess {
@@ -68,7 +74,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	for c := Category(0); c < numCategories; c++ {
 		fmt.Fprintf(w, "  %-34s %4d\n", c.String()+":", s.ByCategory[c])
 	}
-	fmt.Fprintf(w, "per client, pass / fail / unsupported: cases passing in-process | all cases | bit-identical to in-process\n")
+	fmt.Fprintf(w, "per client, pass / fail / unsupported: cases passing in-process | all cases | identical to in-process\n")
 	for i, name := range r.Clients {
 		var all Counts
 		for _, c := range s.Clients[i] {
@@ -77,6 +83,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 			all.Unsupported += c.Unsupported
 		}
 		fmt.Fprintf(w, "  %-12s %-16s | %-16s | %d\n", name, s.Clients[i][InProcessPass], all, s.Identical[i])
+	}
+	fmt.Fprintf(w, "models loaded in-process but not by the server, or the other way round: %d (goal 0)\n", len(s.LoadMismatches))
+	for _, m := range s.LoadMismatches {
+		fmt.Fprintf(w, "  %s\n", m)
 	}
 	fmt.Fprintf(w, "cases passing in-process that fail over a client: %d (goal 0)\n", len(s.Regressions))
 	for _, reg := range s.Regressions {
@@ -122,13 +132,17 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		}
 		p(" %s |", all)
 	}
-	p("\n| bit-identical to in-process (of the cases passing in-process) | |")
+	p("\n| identical to in-process (of the cases passing in-process) | |")
 	for i := range r.Clients {
 		p(" %d |", s.Identical[i])
 	}
 	p("\n\n**Cases that pass in-process but not over a client: %d** (goal: 0).\n\n", len(s.Regressions))
 	for _, reg := range s.Regressions {
 		p("- %s\n", mdEscape(reg))
+	}
+	p("Models ONNX Runtime loads in-process but the server did not, or the other way round: %d (goal: 0).\n\n", len(s.LoadMismatches))
+	for _, m := range s.LoadMismatches {
+		p("- %s\n", mdEscape(m))
 	}
 
 	p("## By suite\n\n| suite | cases |")
@@ -159,14 +173,17 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				continue
 			}
 			p("- `%s`: %s", res.Case, mdEscape(res.InProcess.Reason))
-			if c == InProcessFail {
+			switch c {
+			case InProcessFail:
 				p(" — over the clients: %s", mdEscape(clientSummary(r.Clients, res.Clients)))
+			case ORTUnsupported, BadTestData:
+				p(" — the server answered: %s", mdEscape(clientCodes(r.Clients, res.Clients)))
 			}
 			p("\n")
 		}
 	}
 
-	p("\n## Passing in-process and over the clients, but not bit-identical to in-process\n\n")
+	p("\n## Passing in-process and over the clients, but not identical to in-process\n\n")
 	p("Outputs within tolerance of the expected ones whose bytes differ from what ONNX Runtime returned in-process")
 	p(" (nondeterministic operators, or a transport altering values).\n\n")
 	for _, res := range r.Results {
@@ -208,6 +225,19 @@ func clientSummary(names []string, vs []Verdict) string {
 			s += " (identical to in-process)"
 		}
 		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// clientCodes lists the status each client got.
+func clientCodes(names []string, vs []Verdict) string {
+	var parts []string
+	for i, v := range vs {
+		code := v.Code
+		if code == "" {
+			code = string(v.Status)
+		}
+		parts = append(parts, names[i]+" "+code)
 	}
 	return strings.Join(parts, ", ")
 }

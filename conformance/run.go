@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,8 +31,11 @@ const (
 type Verdict struct {
 	Status Status
 	Reason string
+	// Code is the status a client got for a failed request, as
+	// servertest.Code writes it ("http 404", "grpc NotFound").
+	Code string
 	// SameAsInProcess reports, for a client, that every output it returned
-	// equals the in-process output exactly (NaN payloads aside).
+	// equals the in-process output exactly (see Exact).
 	SameAsInProcess bool
 }
 
@@ -65,6 +67,9 @@ type Result struct {
 	Case      string
 	Category  Category
 	InProcess Verdict
+	// LoadedInProcess reports that ONNX Runtime loaded the model
+	// in-process; Served, that the server loaded it. They should agree.
+	LoadedInProcess, Served bool
 	// Clients holds one verdict per client, in Report.Clients order.
 	Clients []Verdict
 }
@@ -124,7 +129,7 @@ func runBatch(tb testing.TB, dir string, names []string, results []Result, rep *
 	tb.Helper()
 	ctx := context.Background()
 	cases := make([]*Case, len(names))
-	inproc := make([][][]tensor.Tensor, len(names))
+	inproc := make([]InProcessResult, len(names))
 	parallel(len(names), workers, func(i int) {
 		results[i].Case = names[i]
 		c, err := LoadCase(dir, names[i])
@@ -134,12 +139,15 @@ func runBatch(tb testing.TB, dir string, names []string, results []Result, rep *
 			return
 		}
 		cases[i] = c
-		results[i].Category, results[i].InProcess, inproc[i] = InProcess(ctx, c)
+		inproc[i] = InProcess(ctx, c)
+		results[i].Category, results[i].InProcess, results[i].LoadedInProcess = inproc[i].Category, inproc[i].Verdict, inproc[i].Loaded
 	})
 
+	// Every readable case's model goes in the repository, the ones the
+	// protocol cannot carry too: the server must refuse to load those.
 	repo := tb.TempDir()
 	for _, c := range cases {
-		if c == nil || c.Unsupported != "" {
+		if c == nil {
 			continue
 		}
 		vdir := filepath.Join(repo, c.ModelName, "1")
@@ -158,6 +166,10 @@ func runBatch(tb testing.TB, dir string, names []string, results []Result, rep *
 			tb.Errorf("server stopped with error: %v", err)
 		}
 	}()
+	served := map[string]bool{}
+	for _, m := range srv.Registry.Models() {
+		served[m.Name] = true
+	}
 	clients := srv.Clients(tb)
 	if rep.Clients == nil {
 		for _, cl := range clients {
@@ -166,8 +178,11 @@ func runBatch(tb testing.TB, dir string, names []string, results []Result, rep *
 	}
 	parallel(len(names), workers, func(i int) {
 		r := &results[i]
+		if cases[i] != nil {
+			r.Served = served[cases[i].ModelName]
+		}
 		for _, cl := range clients {
-			r.Clients = append(r.Clients, OverClient(ctx, cl, cases[i], r.Category, inproc[i]))
+			r.Clients = append(r.Clients, OverClient(ctx, cl, cases[i], r.Category, inproc[i].Outputs))
 		}
 	})
 }
@@ -192,41 +207,54 @@ func parallel(n, workers int, f func(i int)) {
 	wg.Wait()
 }
 
+// InProcessResult is what ONNX Runtime made of a case in this process.
+type InProcessResult struct {
+	Category Category
+	Verdict  Verdict
+	// Loaded reports that ONNX Runtime created a session for the model.
+	Loaded bool
+	// Outputs holds each data set's outputs, copied out of ONNX Runtime's
+	// memory (nil for a data set that did not run).
+	Outputs [][]tensor.Tensor
+}
+
 // InProcess runs c on ONNX Runtime in this process, as the baseline the
-// transports are held to. It returns the case's category, the verdict, and
-// each data set's outputs copied out of ONNX Runtime's memory (nil for a
-// data set that did not run).
-func InProcess(ctx context.Context, c *Case) (Category, Verdict, [][]tensor.Tensor) {
+// transports are held to.
+func InProcess(ctx context.Context, c *Case) InProcessResult {
 	if c.Unsupported != "" {
-		return ProtocolUnsupported, Verdict{Status: Unsupported, Reason: clipReason("protocol: " + c.Unsupported)}, nil
+		return InProcessResult{Category: ProtocolUnsupported, Verdict: Verdict{Status: Unsupported, Reason: clipReason("protocol: " + c.Unsupported)}}
 	}
 	s, err := onnx.NewSession(c.Model, onnx.Options{})
 	if err != nil {
-		return ORTUnsupported, Verdict{Status: Unsupported, Reason: clipReason("ONNX Runtime cannot load it: " + err.Error())}, nil
+		return InProcessResult{Category: ORTUnsupported, Verdict: Verdict{Status: Unsupported, Reason: clipReason("ONNX Runtime cannot load it: " + err.Error())}}
 	}
 	defer s.Close()
-	outs := make([][]tensor.Tensor, len(c.DataSets))
+	r := InProcessResult{Loaded: true, Outputs: make([][]tensor.Tensor, len(c.DataSets))}
 	var fails []string
 	for i := range c.DataSets {
 		ds := &c.DataSets[i]
 		inputs, err := orderInputs(s.Inputs(), ds.Inputs)
 		if err != nil {
-			return BadTestData, Verdict{Status: Unsupported, Reason: clipReason(ds.Name + ": " + err.Error())}, nil
+			r.Category, r.Verdict = BadTestData, Verdict{Status: Unsupported, Reason: clipReason(ds.Name + ": " + err.Error())}
+			return r
 		}
 		res, err := s.Run(ctx, inputs)
 		if err != nil {
-			return ORTUnsupported, Verdict{Status: Unsupported, Reason: clipReason("ONNX Runtime cannot run it: " + ds.Name + ": " + err.Error())}, nil
+			r.Category, r.Verdict = ORTUnsupported, Verdict{Status: Unsupported, Reason: clipReason("ONNX Runtime cannot run it: " + ds.Name + ": " + err.Error())}
+			return r
 		}
-		outs[i] = cloneTensors(res.Outputs)
+		r.Outputs[i] = cloneTensors(res.Outputs)
 		res.Release()
-		if err := CompareOutputs(outs[i], ds.Outputs, BackendTolerance); err != nil {
+		if err := CompareOutputs(r.Outputs[i], ds.Outputs, BackendTolerance); err != nil {
 			fails = append(fails, ds.Name+": "+err.Error())
 		}
 	}
 	if fails != nil {
-		return InProcessFail, Verdict{Status: Fail, Reason: clipReason(fmt.Sprint(fails))}, outs
+		r.Category, r.Verdict = InProcessFail, Verdict{Status: Fail, Reason: clipReason(fmt.Sprint(fails))}
+		return r
 	}
-	return InProcessPass, Verdict{Status: Pass}, outs
+	r.Category, r.Verdict = InProcessPass, Verdict{Status: Pass}
+	return r
 }
 
 // orderInputs returns the data set's inputs in the order ONNX Runtime
@@ -284,13 +312,14 @@ func OverClient(ctx context.Context, cl servertest.Client, c *Case, cat Category
 		resp, err := cl.Infer(rctx, &servertest.Request{Model: c.ModelName, ID: c.Name, Inputs: ds.Inputs})
 		cancel()
 		if err != nil {
+			code := servertest.Code(err)
 			switch cat {
 			case ORTUnsupported:
-				return Verdict{Status: Unsupported, Reason: clipReason("ONNX Runtime cannot serve it; the server answered " + errText(err))}
+				return Verdict{Status: Unsupported, Code: code, Reason: clipReason("ONNX Runtime cannot serve it; the server answered " + err.Error())}
 			case BadTestData:
-				return Verdict{Status: Unsupported, Reason: clipReason("unreadable test data; the server answered " + errText(err))}
+				return Verdict{Status: Unsupported, Code: code, Reason: clipReason("unreadable test data; the server answered " + err.Error())}
 			}
-			return Verdict{Status: Fail, Reason: clipReason(ds.Name + ": request failed: " + errText(err))}
+			return Verdict{Status: Fail, Code: code, Reason: clipReason(ds.Name + ": request failed: " + err.Error())}
 		}
 		if err := CompareOutputs(resp.Outputs, ds.Outputs, BackendTolerance); err != nil {
 			fails = append(fails, ds.Name+": "+err.Error())
@@ -303,14 +332,6 @@ func OverClient(ctx context.Context, cl servertest.Client, c *Case, cat Category
 		return Verdict{Status: Fail, Reason: clipReason(fmt.Sprint(fails)), SameAsInProcess: same}
 	}
 	return Verdict{Status: Pass, SameAsInProcess: same}
-}
-
-func errText(err error) string {
-	var e *servertest.Error
-	if errors.As(err, &e) {
-		return e.Error()
-	}
-	return err.Error()
 }
 
 // jsonCarries reports whether every BYTES element of c is UTF-8 text, which

@@ -249,7 +249,27 @@ func toValue(t *tensor.Tensor) (ort.Value, error) {
 		}
 		return st, nil
 	}
-	return ort.NewCustomDataTensor(shape, t.Data, toORT(t.DType))
+	return ort.NewCustomDataTensor(shape, aligned(t.Data), toORT(t.DType))
+}
+
+// alignment is the byte alignment ONNX Runtime gives its own buffers. Its
+// vectorised kernels sum in a different order on misaligned data, so the
+// same request could give different low bits depending on where its bytes
+// sat in the request body.
+const alignment = 64
+
+// aligned returns b if it starts on an alignment boundary, else an aligned
+// copy. Input bytes that alias a request body (binary REST data, gRPC raw
+// contents) start wherever the framing put them.
+func aligned(b []byte) []byte {
+	if len(b) == 0 || uintptr(unsafe.Pointer(&b[0]))%alignment == 0 {
+		return b
+	}
+	buf := make([]byte, len(b)+alignment)
+	off := (alignment - int(uintptr(unsafe.Pointer(&buf[0]))%alignment)) % alignment
+	c := buf[off : off+len(b) : off+len(b)]
+	copy(c, b)
+	return c
 }
 
 func fromValue(v ort.Value) (tensor.Tensor, error) {
