@@ -53,6 +53,11 @@ func TestConformance(t *testing.T) {
 	if n := len(sm.Regressions); n > 0 {
 		t.Errorf("%d cases pass in-process but fail over a client (see %s)", n, path)
 	}
+	for i, n := range sm.Identical {
+		if want := sm.Clients[i][InProcessPass].Pass; n != want {
+			t.Errorf("%s: %d of %d passing cases identical to in-process; want all", rep.Clients[i], n, want)
+		}
+	}
 	if n := len(sm.LoadMismatches); n > 0 {
 		t.Errorf("%d models load in-process but not in the server, or the other way round (see %s)", n, path)
 	}

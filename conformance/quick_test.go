@@ -121,8 +121,8 @@ func TestQuickConformance(t *testing.T) {
 			for i, v := range res.Clients {
 				switch want {
 				case InProcessPass:
-					if v.Status != Pass {
-						t.Errorf("%s: got %s (%s), want pass", rep.Clients[i], v.Status, v.Reason)
+					if v.Status != Pass || !v.SameAsInProcess {
+						t.Errorf("%s: got %s (identical to in-process: %v; %s), want a pass identical to in-process", rep.Clients[i], v.Status, v.SameAsInProcess, v.Reason)
 					}
 				case InProcessFail:
 					// The transports must reproduce ONNX Runtime's answer, wrong
