@@ -3,7 +3,7 @@
 // says how to read them).
 //
 // For each model (digits, mlp, cnn), batch size and number of concurrent
-// clients it measures seven paths:
+// clients it measures ten paths:
 //
 //   - bare: internal/runtime/onnx called in-process, as the server's engine
 //     calls it (same default session options);
@@ -11,15 +11,19 @@
 //     (internal/app, default configuration) over loopback;
 //   - floor-rest-json, floor-rest-binary, floor-grpc: do-nothing servers on
 //     the same stacks (net/http, grpc-go) that read the same request and
-//     return a fixed response of exactly the size Aegis returns.
+//     return a fixed response of exactly the size Aegis returns;
+//   - the same three floors with "+ort": they also run the model on a
+//     prebuilt input before answering, which separates what running ONNX
+//     Runtime inside a server costs from what Aegis's own code costs.
 //
-// Aegis and both floors run together in one server process (this binary,
+// Aegis and the floors run together in one server process (this binary,
 // re-executed); the clients and the bare baseline run in this process. Each
 // client goroutine has its own keep-alive connection and sends prebuilt
-// requests one at a time, reading every response in full. Every cell runs a
-// fixed number of requests after a warm-up, in several rounds; the report
-// gives the median over rounds. Aegis's own overhead is its p50 minus the
-// floor's p50 minus bare ONNX Runtime's p50, computed per round.
+// requests one at a time, reading every response in full; every served
+// output is first checked against bare ONNX Runtime's. Every cell runs a
+// fixed number of requests after a warm-up, in several interleaved rounds;
+// the report gives the median over rounds. Aegis's own overhead is its p50
+// minus the floor's p50 minus bare ONNX Runtime's p50.
 //
 // The run is bounded: fixed request counts, a timeout on every request, and
 // a server process that exits when this one closes its stdin (or after 30
@@ -89,14 +93,14 @@ type options struct {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("serving", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "smoke run: 1 round, few requests (numbers are not meaningful)")
-	rounds := fs.Int("rounds", 3, "rounds per cell; the report gives medians")
+	rounds := fs.Int("rounds", 9, "rounds per cell; the report gives medians")
 	models := fs.String("models", "digits,mlp,cnn", "models to run")
 	batches := fs.String("batches", "1,64", "batch sizes")
 	clients := fs.String("clients", "1,2", "concurrent client counts")
-	req1 := fs.Int("requests", 2000, "measured requests per cell and round at batch 1")
-	reqN := fs.Int("requests-batched", 150, "measured requests per cell and round at batch > 1")
+	req1 := fs.Int("requests", 3000, "measured requests per cell and round at batch 1")
+	reqN := fs.Int("requests-batched", 200, "measured requests per cell and round at batch > 1")
 	profDir := fs.String("profile-dir", "build/bench", "directory for the server's CPU profiles (\"\" for none)")
-	profReq := fs.Int("profile-requests", 15000, "requests per profiled path (mlp, batch 1, 1 client)")
+	profReq := fs.Int("profile-requests", 50000, "requests per profiled path (mlp, batch 1, 1 client)")
 	out := fs.String("o", "", "also write the markdown report to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err

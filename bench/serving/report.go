@@ -40,8 +40,15 @@ func (c *cell) inferences() []float64 {
 	return out
 }
 
-// overheads returns Aegis's own overhead per round, in µs: its p50 minus the
-// floor's p50 minus bare ONNX Runtime's p50, all from the same round.
+// overhead returns Aegis's own overhead in µs as the criterion defines it:
+// its p50 minus the floor's p50 minus bare ONNX Runtime's p50, each p50 the
+// median over rounds (the figures the tables show).
+func overhead(aegis, floor, bare *cell) float64 {
+	return us(median(aegis, p50) - median(floor, p50) - median(bare, p50))
+}
+
+// overheads returns the same difference within each round, to show how
+// much it moves between rounds.
 func overheads(aegis, floor, bare *cell) []float64 {
 	out := make([]float64, len(aegis.samples))
 	for r := range out {
@@ -50,12 +57,17 @@ func overheads(aegis, floor, bare *cell) []float64 {
 	return out
 }
 
-// overFloor returns Aegis's p50 minus the floor's p50 per round, in µs: the
-// server-side cost of a request, ONNX Runtime included.
-func overFloor(aegis, floor *cell) []float64 {
+// code returns Aegis's p50 minus the p50 of the floor that also runs the
+// model, in µs: what Aegis's own code adds.
+func code(aegis, floorORT *cell) float64 {
+	return us(median(aegis, p50) - median(floorORT, p50))
+}
+
+// codeCost returns the same difference within each round.
+func codeCost(aegis, floorORT *cell) []float64 {
 	out := make([]float64, len(aegis.samples))
 	for r := range out {
-		out[r] = us(aegis.samples[r].p50() - floor.samples[r].p50())
+		out[r] = us(aegis.samples[r].p50() - floorORT.samples[r].p50())
 	}
 	return out
 }
@@ -82,10 +94,16 @@ func fmtUS(v float64) string {
 // fmtRange formats the median of xs, with the range over rounds when there
 // is more than one.
 func fmtRange(xs []float64, f func(float64) string) string {
-	if len(xs) == 1 {
-		return f(xs[0])
+	return fmtWith(medianOf(xs), xs, f)
+}
+
+// fmtWith formats v, with the range of the per-round values xs when there
+// is more than one.
+func fmtWith(v float64, xs []float64, f func(float64) string) string {
+	if len(xs) <= 1 {
+		return f(v)
 	}
-	return fmt.Sprintf("%s [%s, %s]", f(medianOf(xs)), f(slices.Min(xs)), f(slices.Max(xs)))
+	return fmt.Sprintf("%s [%s, %s]", f(v), f(slices.Min(xs)), f(slices.Max(xs)))
 }
 
 func fmtRatio(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
@@ -113,36 +131,44 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "## Run\n\n")
 	fmt.Fprintf(&b, "- Command: `%s`\n", strings.TrimSpace(o.command))
 	fmt.Fprintf(&b, "- Machine: %d CPUs (GOMAXPROCS %d), %s, Linux %s\n", e.cpus, e.gomaxprocs, e.cpuModel, e.kernel)
-	fmt.Fprintf(&b, "- Software: %s, ONNX Runtime %s\n", e.goVersion, e.ortVersion)
-	fmt.Fprintf(&b, "- Layout: Aegis and both floors in one server process; clients and bare ONNX Runtime in the harness process; loopback only\n")
+	fmt.Fprintf(&b, "- Software: %s, ONNX Runtime %s, Aegis at %s\n", e.goVersion, e.ortVersion, e.revision)
+	fmt.Fprintf(&b, "- Layout: Aegis and the floors in one server process; clients and bare ONNX Runtime in the harness process; loopback only\n")
 	fmt.Fprintf(&b, "- Per cell and round: %d requests at batch 1 (%d warm-up per client), %d at larger batches (%d warm-up); %d round(s), medians reported\n",
 		o.requests1, o.warmup1, o.requestsN, o.warmupN, o.rounds)
-	fmt.Fprintf(&b, "- Wall time: %.0f s\n", r.elapsed.Seconds())
+	fmt.Fprintf(&b, "- Wall time: %.0f s; load average before the run %s, after %s (the machine is shared; each model's table ends with the load other work put on it)\n",
+		r.elapsed.Seconds(), e.loadBefore, r.loadAfter)
 	if o.quick {
 		fmt.Fprintf(&b, "- **Quick (smoke) run: the figures are not meaningful.**\n")
 	}
 
 	fmt.Fprintf(&b, "\n## Targets (mlp)\n\n")
-	fmt.Fprintf(&b, "| target | measured (median [min, max] over rounds) | verdict |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "Overhead = Aegis p50 − floor p50 − bare p50, each p50 the median over rounds as in the tables below; [min, max] is the same difference taken within each round. ")
+	fmt.Fprintf(&b, "It splits into *ORT in a server* (floor+ort p50 − floor p50 − bare p50: running the model inside a network server rather than in a tight loop) ")
+	fmt.Fprintf(&b, "and *Aegis code* (Aegis p50 − floor+ort p50: decoding, validation, encoding, the pipeline).\n\n")
+	fmt.Fprintf(&b, "| target | overhead µs | ORT in a server µs | Aegis code µs | verdict |\n|---|---|---|---|---|\n")
 	for _, t := range []struct {
 		path  pathKind
 		limit float64
 	}{{pathAegisGRPC, 15}, {pathAegisJSON, 25}, {pathAegisBin, -1}} {
 		a, ok := idx[cellKey{"mlp", 1, 1, t.path}]
 		f := idx[cellKey{"mlp", 1, 1, t.path.floor()}]
+		fo := idx[cellKey{"mlp", 1, 1, t.path.withORT()}]
 		bare := idx[cellKey{"mlp", 1, 1, pathBare}]
-		if !ok || f == nil || bare == nil {
+		if !ok || f == nil || fo == nil || bare == nil {
 			continue
 		}
-		ov := overheads(a, f, bare)
-		name := fmt.Sprintf("overhead, batch 1, 1 client, %s", t.path)
-		verdict := "no target"
+		ov := overhead(a, f, bare)
+		name := fmt.Sprintf("batch 1, 1 client, %s (no target)", t.path)
+		verdict := "—"
 		if t.limit >= 0 {
-			name = fmt.Sprintf("overhead ≤ %.0f µs, batch 1, 1 client, %s", t.limit, t.path)
-			verdict = verdictMax(medianOf(ov), t.limit)
+			name = fmt.Sprintf("≤ %.0f µs, batch 1, 1 client, %s", t.limit, t.path)
+			verdict = verdictMax(ov, t.limit)
 		}
-		fmt.Fprintf(&b, "| %s | %s µs | %s |\n", name, fmtRange(ov, fmtUS), verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, fmtWith(ov, overheads(a, f, bare), fmtUS),
+			fmtWith(overhead(fo, f, bare), overheads(fo, f, bare), fmtUS),
+			fmtWith(code(a, fo), codeCost(a, fo), fmtUS), verdict)
 	}
+	fmt.Fprintf(&b, "\n| target | Aegis / bare throughput | floor+ort / bare | verdict |\n|---|---|---|---|\n")
 	for _, batch := range o.batches {
 		if batch == 1 {
 			continue
@@ -160,8 +186,12 @@ func (r *report) markdown() string {
 				if v < 0.90 {
 					verdict = fmt.Sprintf("missed by %.0f points", 100*(0.90-v))
 				}
-				fmt.Fprintf(&b, "| throughput ≥ 90%% of bare, batch %d, %d client(s), %s | %s | %s |\n",
-					batch, clients, p, fmtRange(ratio, fmtRatio), verdict)
+				fo := "—"
+				if c := idx[cellKey{"mlp", batch, clients, p.withORT()}]; c != nil {
+					fo = fmtRange(throughputRatios(c, bare), fmtRatio)
+				}
+				fmt.Fprintf(&b, "| ≥ 90%% of bare, batch %d, %d client(s), %s | %s | %s | %s |\n",
+					batch, clients, p, fmtRange(ratio, fmtRatio), fo, verdict)
 			}
 		}
 	}
@@ -169,10 +199,10 @@ func (r *report) markdown() string {
 	for _, model := range o.models {
 		fmt.Fprintf(&b, "\n## %s\n\n", model)
 		fmt.Fprintf(&b, "p50 and p99 are per request (a request carries `batch` inferences); inferences/s = requests/s × batch.\n")
-		fmt.Fprintf(&b, "*over floor* = path p50 − its floor's p50 (server-side work, ONNX Runtime included); ")
-		fmt.Fprintf(&b, "*overhead* = path p50 − floor p50 − bare p50, per round, median [min, max].\n\n")
-		fmt.Fprintf(&b, "| batch | clients | path | p50 µs | p99 µs | inferences/s | vs bare | over floor µs | overhead µs |\n")
-		fmt.Fprintf(&b, "|---:|---:|---|---:|---:|---:|---:|---:|---|\n")
+		fmt.Fprintf(&b, "*over floor* = p50 − its floor's p50 (server-side work, ONNX Runtime included); ")
+		fmt.Fprintf(&b, "*overhead* = p50 − floor p50 − bare p50; *Aegis code* = p50 − floor+ort p50; [min, max] is the same difference within each round.\n\n")
+		fmt.Fprintf(&b, "| batch | clients | path | p50 µs | p99 µs | inferences/s | vs bare | over floor µs | overhead µs | Aegis code µs |\n")
+		fmt.Fprintf(&b, "|---:|---:|---|---:|---:|---:|---:|---:|---|---|\n")
 		for _, batch := range o.batches {
 			for _, clients := range o.clients {
 				bare := idx[cellKey{model, batch, clients, pathBare}]
@@ -181,24 +211,37 @@ func (r *report) markdown() string {
 					if c == nil {
 						continue
 					}
-					vsBare, over, ov := "", "", ""
+					vsBare, over, ov, codeUS := "", "", "", ""
 					if p != pathBare && bare != nil {
 						vsBare = fmtRatio(medianOf(throughputRatios(c, bare)))
 					}
 					if f := idx[cellKey{model, batch, clients, p.floor()}]; f != nil && bare != nil {
-						over = fmtUS(medianOf(overFloor(c, f)))
-						ov = fmtRange(overheads(c, f, bare), fmtUS)
+						over = fmtUS(us(median(c, p50) - median(f, p50)))
+						ov = fmtWith(overhead(c, f, bare), overheads(c, f, bare), fmtUS)
 					}
-					fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %.0f | %s | %s | %s |\n",
+					if fo := idx[cellKey{model, batch, clients, p.withORT()}]; fo != nil {
+						codeUS = fmtWith(code(c, fo), codeCost(c, fo), fmtUS)
+					}
+					fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %.0f | %s | %s | %s | %s |\n",
 						batch, clients, p, fmtUS(us(median(c, p50))), fmtUS(us(median(c, p99))),
-						medianOf(c.inferences()), vsBare, over, ov)
+						medianOf(c.inferences()), vsBare, over, ov, codeUS)
 				}
 			}
+		}
+		var loads []string
+		for _, g := range r.groups {
+			if g.model == model && g.others >= 0 {
+				loads = append(loads, fmt.Sprintf("batch %d × %d client(s) %.2f", g.batch, g.clients, g.others))
+			}
+		}
+		if len(loads) > 0 {
+			fmt.Fprintf(&b, "\nOther load while measuring (CPUs busy with other processes or stolen by the hypervisor, of %d): %s.\n",
+				e.cpus, strings.Join(loads, "; "))
 		}
 	}
 
 	if len(r.profiles) > 0 {
-		fmt.Fprintf(&b, "\n## Profiles\n\nServer-process CPU profiles (%d requests each, 1 client):\n\n", o.profileRequests)
+		fmt.Fprintf(&b, "\n## Profiles\n\nServer-process CPU profiles, 1 client (%d requests each at batch 1, %d at larger batches):\n\n", o.profileRequests, max(1, o.profileRequests/10))
 		for _, p := range r.profiles {
 			fmt.Fprintf(&b, "- `%s`\n", p)
 		}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,35 +34,55 @@ type pathKind int
 const (
 	pathBare pathKind = iota
 	pathFloorJSON
+	pathFloorJSONORT
 	pathAegisJSON
 	pathFloorBin
+	pathFloorBinORT
 	pathAegisBin
 	pathFloorGRPC
+	pathFloorGRPCORT
 	pathAegisGRPC
 	numPaths
 )
 
 var pathNames = [numPaths]string{
-	pathBare:      "bare",
-	pathFloorJSON: "floor-rest-json",
-	pathAegisJSON: "aegis-rest-json",
-	pathFloorBin:  "floor-rest-binary",
-	pathAegisBin:  "aegis-rest-binary",
-	pathFloorGRPC: "floor-grpc",
-	pathAegisGRPC: "aegis-grpc-raw",
+	pathBare:         "bare",
+	pathFloorJSON:    "floor-rest-json",
+	pathFloorJSONORT: "floor-rest-json+ort",
+	pathAegisJSON:    "aegis-rest-json",
+	pathFloorBin:     "floor-rest-binary",
+	pathFloorBinORT:  "floor-rest-binary+ort",
+	pathAegisBin:     "aegis-rest-binary",
+	pathFloorGRPC:    "floor-grpc",
+	pathFloorGRPCORT: "floor-grpc+ort",
+	pathAegisGRPC:    "aegis-grpc-raw",
 }
 
 func (p pathKind) String() string { return pathNames[p] }
 
-// floor returns the floor an Aegis path is set against, or -1.
+// floor returns the transport floor a path is set against, or -1.
 func (p pathKind) floor() pathKind {
 	switch p {
-	case pathAegisJSON:
+	case pathAegisJSON, pathFloorJSONORT:
 		return pathFloorJSON
-	case pathAegisBin:
+	case pathAegisBin, pathFloorBinORT:
 		return pathFloorBin
-	case pathAegisGRPC:
+	case pathAegisGRPC, pathFloorGRPCORT:
 		return pathFloorGRPC
+	}
+	return -1
+}
+
+// withORT returns the floor-running-the-model an Aegis path is set
+// against, or -1.
+func (p pathKind) withORT() pathKind {
+	switch p {
+	case pathAegisJSON:
+		return pathFloorJSONORT
+	case pathAegisBin:
+		return pathFloorBinORT
+	case pathAegisGRPC:
+		return pathFloorGRPCORT
 	}
 	return -1
 }
@@ -76,13 +97,23 @@ type cell struct {
 	samples []sample
 }
 
+// group is the cells of one model, batch and client count, measured
+// together, round after round.
+type group struct {
+	model          string
+	batch, clients int
+	others         float64 // CPUs busy with other work meanwhile; -1 if unknown
+}
+
 // report is the outcome of a run.
 type report struct {
-	opt      options
-	env      envInfo
-	cells    []*cell
-	profiles []string
-	elapsed  time.Duration
+	opt       options
+	env       envInfo
+	cells     []*cell
+	groups    []group
+	profiles  []string
+	elapsed   time.Duration
+	loadAfter string // /proc/loadavg when the run ended
 }
 
 // bench holds a run's state.
@@ -111,7 +142,7 @@ func run(opt options) (*report, error) {
 	}
 	b := &bench{opt: opt, sessions: map[string]*onnx.Session{}, ctl: &http.Client{Timeout: requestTimeout}}
 	defer b.closeSessions()
-	rep := &report{opt: opt, env: environment(info)}
+	rep := &report{opt: opt, env: environment(opt.root, info)}
 
 	if err := b.prepare(); err != nil {
 		return nil, err
@@ -134,6 +165,7 @@ func run(opt options) (*report, error) {
 
 	for _, w := range b.work {
 		for _, clients := range opt.clients {
+			snap := takeCPUSnap(b.child.Process.Pid)
 			cells := make([]*cell, numPaths)
 			for p := range numPaths {
 				cells[p] = &cell{model: w.model.name, batch: w.batch, clients: clients, path: p}
@@ -153,10 +185,12 @@ func run(opt options) (*report, error) {
 					cells[p].samples = append(cells[p].samples, s)
 				}
 			}
-			b.logf("%-6s batch %-3d clients %d: bare p50 %v, aegis grpc p50 %v, rest-json p50 %v (%.0fs)",
+			others := snap.othersSince(takeCPUSnap(b.child.Process.Pid))
+			b.logf("%-6s batch %-3d clients %d: bare p50 %v, aegis grpc p50 %v, rest-json p50 %v; other load %.2f CPUs (%.0fs)",
 				w.model.name, w.batch, clients, median(cells[pathBare], p50), median(cells[pathAegisGRPC], p50),
-				median(cells[pathAegisJSON], p50), time.Since(start).Seconds())
+				median(cells[pathAegisJSON], p50), others, time.Since(start).Seconds())
 			rep.cells = append(rep.cells, cells...)
+			rep.groups = append(rep.groups, group{model: w.model.name, batch: w.batch, clients: clients, others: others})
 		}
 	}
 	if opt.profileDir != "" {
@@ -165,6 +199,7 @@ func run(opt options) (*report, error) {
 		}
 	}
 	rep.elapsed = time.Since(start)
+	rep.loadAfter = loadAverage()
 	return rep, nil
 }
 
@@ -350,6 +385,11 @@ func (b *bench) capture() error {
 	gc := pb.NewGRPCInferenceServiceClient(conn)
 	for _, w := range b.work {
 		name := fmt.Sprintf("%s batch %d", w.model.name, w.batch)
+		shape := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(w.input.Shape)), ","), "[]")
+		q := url.Values{"model": {w.model.name}, "batch": {strconv.Itoa(w.batch)}, "shape": {shape}}
+		if err := b.control("/floor/ort", q, w.input.Data); err != nil {
+			return err
+		}
 		for _, bin := range []bool{false, true} {
 			body, hdrLen := w.jsonBody, -1
 			if bin {
@@ -389,7 +429,10 @@ func (b *bench) capture() error {
 			if err := checkOutputs(w.want, outs); err != nil {
 				return fmt.Errorf("%s: aegis REST (binary %v): %w", name, bin, err)
 			}
-			q := url.Values{"path": {inferPath(w.model.name)}, "size": {strconv.Itoa(len(body))}, "type": {resp.Header.Get("Content-Type")}}
+			q := url.Values{
+				"path": {inferPath(w.model.name)}, "size": {strconv.Itoa(len(body))}, "type": {resp.Header.Get("Content-Type")},
+				"model": {w.model.name}, "batch": {strconv.Itoa(w.batch)},
+			}
 			if bin {
 				q.Set("hdr", strconv.Itoa(respHdr))
 				w.binRespLen = len(got)
@@ -434,26 +477,23 @@ func (b *bench) measure(w *workload, clients int, p pathKind, requests int, befo
 		newDriver = func() (driver, error) {
 			return &bareDriver{s: b.sessions[w.model.name], in: []*tensor.Tensor{&w.input}}, nil
 		}
-	case pathFloorJSON, pathAegisJSON:
-		addr := b.addrs.AegisHTTP
-		if p == pathFloorJSON {
-			addr = b.addrs.FloorHTTP
-		}
+	case pathFloorJSON, pathFloorJSONORT, pathAegisJSON:
+		addr := b.httpAddr(p)
 		newDriver = func() (driver, error) {
 			return newRESTDriver(addr, inferPath(w.model.name), w.jsonBody, -1, w.jsonRespLen)
 		}
-	case pathFloorBin, pathAegisBin:
-		addr := b.addrs.AegisHTTP
-		if p == pathFloorBin {
-			addr = b.addrs.FloorHTTP
-		}
+	case pathFloorBin, pathFloorBinORT, pathAegisBin:
+		addr := b.httpAddr(p)
 		newDriver = func() (driver, error) {
 			return newRESTDriver(addr, inferPath(w.model.name), w.binBody, w.binHdr, w.binRespLen)
 		}
-	case pathFloorGRPC, pathAegisGRPC:
+	case pathFloorGRPC, pathFloorGRPCORT, pathAegisGRPC:
 		addr := b.addrs.AegisGRPC
-		if p == pathFloorGRPC {
+		switch p {
+		case pathFloorGRPC:
 			addr = b.addrs.FloorGRPC
+		case pathFloorGRPCORT:
+			addr = b.addrs.FloorGRPCORT
 		}
 		newDriver = func() (driver, error) { return newGRPCDriver(addr, w.grpcReq, w.grpcRespLen) }
 	}
@@ -471,44 +511,85 @@ func (b *bench) measure(w *workload, clients int, p pathKind, requests int, befo
 	return measure(newDriver, clients, b.warmup(w), requests, settle)
 }
 
-// profile captures the server process's CPU profile while it serves the
-// MLP at batch 1 to one client over REST JSON and gRPC raw (and the floors,
-// for comparison).
+// httpAddr is the REST server a path talks to.
+func (b *bench) httpAddr(p pathKind) string {
+	switch p {
+	case pathFloorJSON, pathFloorBin:
+		return b.addrs.FloorHTTP
+	case pathFloorJSONORT, pathFloorBinORT:
+		return b.addrs.FloorHTTPORT
+	}
+	return b.addrs.AegisHTTP
+}
+
+// profile captures the server process's CPU profile while it serves one
+// client: the MLP (or the first model) at batch 1 over REST JSON and gRPC
+// raw, and the floors (plain and running the model) on the same requests
+// for comparison; then, with a tenth of the requests, the largest batch over
+// gRPC raw and REST binary against the floor running the model.
 func (b *bench) profile() ([]string, error) {
-	var w *workload
-	for _, x := range b.work {
-		if x.batch == 1 && (w == nil || x.model.name == "mlp") {
-			w = x
+	pick := func(batch int) *workload {
+		var w *workload
+		for _, x := range b.work {
+			if x.batch == batch && (w == nil || x.model.name == "mlp") {
+				w = x
+			}
+		}
+		return w
+	}
+	type job struct {
+		w        *workload
+		path     pathKind
+		requests int
+	}
+	var jobs []job
+	if w := pick(1); w != nil {
+		for _, p := range []pathKind{pathAegisJSON, pathAegisGRPC, pathFloorJSONORT, pathFloorGRPCORT, pathFloorJSON, pathFloorGRPC} {
+			jobs = append(jobs, job{w, p, b.opt.profileRequests})
 		}
 	}
-	if w == nil {
-		return nil, nil
+	if big := slices.Max(b.opt.batches); big > 1 {
+		if w := pick(big); w != nil {
+			for _, p := range []pathKind{pathAegisGRPC, pathFloorGRPCORT, pathAegisBin, pathFloorBinORT} {
+				jobs = append(jobs, job{w, p, max(1, b.opt.profileRequests/10)})
+			}
+		}
 	}
-	dir, err := filepath.Abs(filepath.Join(b.opt.root, b.opt.profileDir))
-	if filepath.IsAbs(b.opt.profileDir) {
-		dir = b.opt.profileDir
-	}
-	if err != nil {
-		return nil, err
+	dir := b.opt.profileDir
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(b.opt.root, dir)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var files []string
-	for _, p := range []pathKind{pathAegisJSON, pathAegisGRPC, pathFloorJSON, pathFloorGRPC} {
-		file := filepath.Join(dir, fmt.Sprintf("%s-b%d-%s.prof", w.model.name, w.batch, p))
+	for _, j := range jobs {
+		file := filepath.Join(dir, fmt.Sprintf("%s-b%d-%s.prof", j.w.model.name, j.w.batch, j.path))
 		start := func() error { return b.control("/profile/start", url.Values{"file": {file}}, nil) }
-		s, err := b.measure(w, 1, p, b.opt.profileRequests, start)
+		s, err := b.measure(j.w, 1, j.path, j.requests, start)
 		if stopErr := b.control("/profile/stop", nil, nil); err == nil {
 			err = stopErr
 		}
 		if err != nil {
-			return nil, fmt.Errorf("profile %s: %w", p, err)
+			return nil, fmt.Errorf("profile %s batch %d: %w", j.path, j.w.batch, err)
 		}
-		b.logf("profiled %s: %d requests, p50 %v -> %s", p, s.requests, s.p50(), file)
+		b.logf("profiled %s batch %d: %d requests, p50 %v -> %s", j.path, j.w.batch, s.requests, s.p50(), file)
 		files = append(files, file)
 	}
 	return files, nil
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // envInfo describes the machine a run happened on.
@@ -519,9 +600,11 @@ type envInfo struct {
 	kernel     string
 	goVersion  string
 	ortVersion string
+	loadBefore string // /proc/loadavg when the run started
+	revision   string // git commit, and whether internal/ had local changes
 }
 
-func environment(info onnx.LibraryInfo) envInfo {
+func environment(root string, info onnx.LibraryInfo) envInfo {
 	e := envInfo{
 		cpus:       runtime.NumCPU(),
 		gomaxprocs: runtime.GOMAXPROCS(0),
@@ -537,8 +620,16 @@ func environment(info onnx.LibraryInfo) envInfo {
 			}
 		}
 	}
+	e.loadBefore = loadAverage()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		e.kernel = strings.TrimSpace(string(b))
+	}
+	e.revision = "unknown"
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		e.revision = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "internal", "cmd").Output(); err == nil && len(st) > 0 {
+			e.revision += " with uncommitted changes in internal/ or cmd/"
+		}
 	}
 	return e
 }

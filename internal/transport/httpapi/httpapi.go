@@ -332,8 +332,10 @@ func readBody(r *http.Request, limit int64, buf []byte) ([]byte, error) {
 	if r.ContentLength > limit {
 		return buf, apierr.New(apierr.TooLarge, "request body exceeds %d bytes", limit)
 	}
-	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
-		buf = make([]byte, 0, r.ContentLength)
+	// Trust Content-Length for the first megabyte only: a client that
+	// declares a large body must send it before the server commits memory.
+	if want := min(r.ContentLength, 1<<20); want > 0 && int64(cap(buf)) < want {
+		buf = make([]byte, 0, want)
 	}
 	lr := io.LimitReader(r.Body, limit+1)
 	for {
