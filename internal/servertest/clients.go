@@ -265,12 +265,7 @@ func DecodeREST(b []byte, hdrLen string) (*Response, error) {
 	}
 	resp := &Response{Model: r.ModelName, Version: r.ModelVersion, ID: r.ID}
 	for _, o := range r.Outputs {
-		dt, ok := tensor.ParseDType(o.Datatype)
-		if !ok {
-			return nil, fmt.Errorf("output %q: bad datatype %q", o.Name, o.Datatype)
-		}
-		t := tensor.Tensor{Name: o.Name, DType: dt, Shape: o.Shape}
-		n, err := tensor.NumElements(o.Shape)
+		t, n, err := newOutput(o.Name, o.Datatype, o.Shape)
 		if err != nil {
 			return nil, err
 		}
@@ -292,6 +287,20 @@ func DecodeREST(b []byte, hdrLen string) (*Response, error) {
 		return nil, fmt.Errorf("%d unclaimed bytes of binary data", len(tail))
 	}
 	return resp, nil
+}
+
+// newOutput starts an output tensor from its response metadata and returns
+// its element count.
+func newOutput(name, datatype string, shape []int64) (tensor.Tensor, int64, error) {
+	dt, ok := tensor.ParseDType(datatype)
+	if !ok {
+		return tensor.Tensor{}, 0, fmt.Errorf("output %q: bad datatype %q", name, datatype)
+	}
+	n, err := tensor.NumElements(shape)
+	if err != nil {
+		return tensor.Tensor{}, 0, fmt.Errorf("output %q: %w", name, err)
+	}
+	return tensor.Tensor{Name: name, DType: dt, Shape: shape}, n, nil
 }
 
 func fillBinary(t *tensor.Tensor, n int64, b []byte) error {
@@ -471,15 +480,11 @@ func DecodeGRPC(r *pb.ModelInferResponse) (*Response, error) {
 		return nil, fmt.Errorf("%d raw outputs for %d outputs", len(r.RawOutputContents), len(r.Outputs))
 	}
 	for i, o := range r.Outputs {
-		dt, ok := tensor.ParseDType(o.Datatype)
-		if !ok {
-			return nil, fmt.Errorf("output %q: bad datatype %q", o.Name, o.Datatype)
-		}
-		t := tensor.Tensor{Name: o.Name, DType: dt, Shape: o.Shape}
-		n, err := tensor.NumElements(o.Shape)
+		t, n, err := newOutput(o.Name, o.Datatype, o.Shape)
 		if err != nil {
 			return nil, err
 		}
+		dt := t.DType
 		if raw {
 			if err := fillBinary(&t, n, r.RawOutputContents[i]); err != nil {
 				return nil, err
