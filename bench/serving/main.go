@@ -17,7 +17,8 @@
 //     Runtime inside a server costs from what Aegis's own code costs.
 //
 // Aegis and the floors run together in one server process (this binary,
-// re-executed); the clients and the bare baseline run in this process. Each
+// re-executed); the clients and the bare baseline run in this process. By
+// default the two processes are bound to different CPUs (see pinToCPU). Each
 // client goroutine has its own keep-alive connection and sends prebuilt
 // requests one at a time, reading every response in full; every served
 // output is first checked against bare ONNX Runtime's. Every cell runs a
@@ -36,6 +37,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -71,6 +73,7 @@ func main() {
 // options configure one run.
 type options struct {
 	quick     bool
+	pin       bool // harness on CPU 0, server process on CPU 1
 	rounds    int
 	models    []string
 	batches   []int
@@ -99,6 +102,7 @@ func parseFlags(args []string) (options, error) {
 	clients := fs.String("clients", "1,2", "concurrent client counts")
 	req1 := fs.Int("requests", 3000, "measured requests per cell and round at batch 1")
 	reqN := fs.Int("requests-batched", 200, "measured requests per cell and round at batch > 1")
+	pin := fs.Bool("pin", true, "bind the harness to CPU 0 and the server process to CPU 1, each with GOMAXPROCS 1 (needs 2 CPUs)")
 	profDir := fs.String("profile-dir", "build/bench", "directory for the server's CPU profiles (\"\" for none)")
 	profReq := fs.Int("profile-requests", 50000, "requests per profiled path (mlp, batch 1, 1 client)")
 	out := fs.String("o", "", "also write the markdown report to this file")
@@ -110,7 +114,7 @@ func parseFlags(args []string) (options, error) {
 		return options{}, err
 	}
 	opt := options{
-		quick: *quick, rounds: *rounds,
+		quick: *quick, rounds: *rounds, pin: *pin && runtime.NumCPU() >= 2,
 		models:    strings.Split(*models, ","),
 		requests1: *req1, requestsN: *reqN, warmup1: 200, warmupN: 5,
 		profileDir: *profDir, profileRequests: *profReq,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -130,9 +131,14 @@ func (r *report) markdown() string {
 	idx := r.index()
 	fmt.Fprintf(&b, "## Run\n\n")
 	fmt.Fprintf(&b, "- Command: `%s`\n", strings.TrimSpace(o.command))
-	fmt.Fprintf(&b, "- Machine: %d CPUs (GOMAXPROCS %d), %s, Linux %s\n", e.cpus, e.gomaxprocs, e.cpuModel, e.kernel)
+	fmt.Fprintf(&b, "- Machine: %d CPUs, %s, Linux %s\n", e.cpus, e.cpuModel, e.kernel)
 	fmt.Fprintf(&b, "- Software: %s, ONNX Runtime %s, Aegis at %s\n", e.goVersion, e.ortVersion, e.revision)
 	fmt.Fprintf(&b, "- Layout: Aegis and the floors in one server process; clients and bare ONNX Runtime in the harness process; loopback only\n")
+	if o.pin {
+		fmt.Fprintf(&b, "- Pinned: harness bound to CPU 0, server process to CPU 1, each with GOMAXPROCS 1 (so Aegis's default session concurrency, and the bare baseline's, is 1)\n")
+	} else {
+		fmt.Fprintf(&b, "- Not pinned: both processes may use every CPU (GOMAXPROCS %d each)\n", e.gomaxprocs)
+	}
 	fmt.Fprintf(&b, "- Per cell and round: %d requests at batch 1 (%d warm-up per client), %d at larger batches (%d warm-up); %d round(s), medians reported\n",
 		o.requests1, o.warmup1, o.requestsN, o.warmupN, o.rounds)
 	fmt.Fprintf(&b, "- Wall time: %.0f s; load average before the run %s, after %s (the machine is shared; each model's table ends with the load other work put on it)\n",
@@ -243,6 +249,9 @@ func (r *report) markdown() string {
 	if len(r.profiles) > 0 {
 		fmt.Fprintf(&b, "\n## Profiles\n\nServer-process CPU profiles, 1 client (%d requests each at batch 1, %d at larger batches):\n\n", o.profileRequests, max(1, o.profileRequests/10))
 		for _, p := range r.profiles {
+			if rel, err := filepath.Rel(o.root, p); err == nil && !strings.HasPrefix(rel, "..") {
+				p = rel
+			}
 			fmt.Fprintf(&b, "- `%s`\n", p)
 		}
 		fmt.Fprintf(&b, "\nRead with `go tool pprof -top <file>`.\n")

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,15 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
@@ -136,6 +125,11 @@ func (b *bench) logf(format string, args ...any) {
 // run performs a whole benchmark run.
 func run(opt options) (*report, error) {
 	start := time.Now()
+	if opt.pin {
+		if err := pinToCPU(0); err != nil {
+			return nil, err
+		}
+	}
 	info, err := onnx.Init(onnx.LibraryOptions{Path: opt.lib})
 	if err != nil {
 		return nil, err
@@ -263,211 +257,6 @@ func (b *bench) closeSessions() {
 	}
 }
 
-// copyModels puts the benchmarked fixture models (and nothing else) in repo.
-func (b *bench) copyModels(repo string) error {
-	for _, name := range b.opt.models {
-		src := filepath.Join(b.opt.root, "testdata", "models", name, "1", "model.onnx")
-		dir := filepath.Join(repo, name, "1")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), data, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// startChild starts the server process and waits for its addresses.
-func (b *bench) startChild(repo string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envChild+"=1", envRepo+"="+repo, envLib+"="+b.opt.lib)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start server process: %w", err)
-	}
-	b.child, b.stdin = cmd, stdin
-	got := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		found := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			if !found && bytes.HasPrefix(line, []byte(`{"aegis_http"`)) {
-				found = true
-				got <- json.Unmarshal(line, &b.addrs)
-			}
-		}
-		if !found {
-			got <- errors.New("server process exited before it listened")
-		}
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			b.stopChild()
-			return err
-		}
-	case <-time.After(2 * time.Minute):
-		b.stopChild()
-		return errors.New("server process did not listen within 2 minutes")
-	}
-	b.logf("server process %d: aegis http %s grpc %s, floor http %s grpc %s",
-		cmd.Process.Pid, b.addrs.AegisHTTP, b.addrs.AegisGRPC, b.addrs.FloorHTTP, b.addrs.FloorGRPC)
-	return nil
-}
-
-// stopChild closes the server process's stdin, which makes it shut down,
-// and kills it (by its handle) if it has not exited within 30 seconds.
-func (b *bench) stopChild() {
-	if b.child == nil {
-		return
-	}
-	b.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- b.child.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		b.child.Process.Kill()
-		<-done
-	}
-	b.child = nil
-}
-
-// control posts to the server process's control listener.
-func (b *bench) control(path string, q url.Values, body []byte) error {
-	u := "http://" + b.addrs.Control + path
-	if q != nil {
-		u += "?" + q.Encode()
-	}
-	resp, err := b.ctl.Post(u, "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("control %s: status %d: %s", path, resp.StatusCode, msg)
-	}
-	return nil
-}
-
-func inferPath(model string) string { return "/v2/models/" + model + "/infer" }
-
-// capture sends every workload once to Aegis in each encoding, checks the
-// outputs against bare ONNX Runtime, records the response sizes, and gives
-// the responses to the floors as their fixed answers.
-func (b *bench) capture() error {
-	hc := &http.Client{Timeout: requestTimeout}
-	conn, err := grpc.NewClient(b.addrs.AegisGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	gc := pb.NewGRPCInferenceServiceClient(conn)
-	for _, w := range b.work {
-		name := fmt.Sprintf("%s batch %d", w.model.name, w.batch)
-		shape := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(w.input.Shape)), ","), "[]")
-		q := url.Values{"model": {w.model.name}, "batch": {strconv.Itoa(w.batch)}, "shape": {shape}}
-		if err := b.control("/floor/ort", q, w.input.Data); err != nil {
-			return err
-		}
-		for _, bin := range []bool{false, true} {
-			body, hdrLen := w.jsonBody, -1
-			if bin {
-				body, hdrLen = w.binBody, w.binHdr
-			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+b.addrs.AegisHTTP+inferPath(w.model.name), bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			if bin {
-				req.Header.Set("Content-Type", "application/octet-stream")
-				req.Header.Set(headerLength, strconv.Itoa(hdrLen))
-			}
-			resp, err := hc.Do(req)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			got, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: aegis REST status %d: %s", name, resp.StatusCode, got)
-			}
-			respHdr := -1
-			if h := resp.Header.Get(headerLength); h != "" {
-				if respHdr, err = strconv.Atoi(h); err != nil {
-					return fmt.Errorf("%s: bad %s %q", name, headerLength, h)
-				}
-			}
-			if bin != (respHdr >= 0) {
-				return fmt.Errorf("%s: binary request answered with %s %q", name, headerLength, resp.Header.Get(headerLength))
-			}
-			outs, err := restOutputs(got, respHdr)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			if err := checkOutputs(w.want, outs); err != nil {
-				return fmt.Errorf("%s: aegis REST (binary %v): %w", name, bin, err)
-			}
-			q := url.Values{
-				"path": {inferPath(w.model.name)}, "size": {strconv.Itoa(len(body))}, "type": {resp.Header.Get("Content-Type")},
-				"model": {w.model.name}, "batch": {strconv.Itoa(w.batch)},
-			}
-			if bin {
-				q.Set("hdr", strconv.Itoa(respHdr))
-				w.binRespLen = len(got)
-			} else {
-				w.jsonRespLen = len(got)
-			}
-			if err := b.control("/floor/rest", q, got); err != nil {
-				return err
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		gr, err := gc.ModelInfer(ctx, w.grpcReq)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("%s: aegis gRPC: %w", name, err)
-		}
-		outs, err := grpcOutputs(gr)
-		if err != nil {
-			return fmt.Errorf("%s: aegis gRPC: %w", name, err)
-		}
-		if err := checkOutputs(w.want, outs); err != nil {
-			return fmt.Errorf("%s: aegis gRPC: %w", name, err)
-		}
-		w.grpcRespLen = grpcRawBytes(gr)
-		msg, err := proto.Marshal(gr)
-		if err != nil {
-			return err
-		}
-		if err := b.control("/floor/grpc", url.Values{"model": {w.model.name}, "batch": {strconv.Itoa(w.batch)}}, msg); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // measure runs one cell once. before, if set, runs after the warm-up, just
 // before the measured requests.
 func (b *bench) measure(w *workload, clients int, p pathKind, requests int, before func() error) (sample, error) {
@@ -577,59 +366,4 @@ func (b *bench) profile() ([]string, error) {
 		files = append(files, file)
 	}
 	return files, nil
-}
-
-// loadAverage returns the 1, 5 and 15 minute load averages.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// envInfo describes the machine a run happened on.
-type envInfo struct {
-	cpus       int
-	gomaxprocs int
-	cpuModel   string
-	kernel     string
-	goVersion  string
-	ortVersion string
-	loadBefore string // /proc/loadavg when the run started
-	revision   string // git commit, and whether internal/ had local changes
-}
-
-func environment(root string, info onnx.LibraryInfo) envInfo {
-	e := envInfo{
-		cpus:       runtime.NumCPU(),
-		gomaxprocs: runtime.GOMAXPROCS(0),
-		goVersion:  runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
-		ortVersion: info.Version,
-		cpuModel:   "unknown",
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpuModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	e.loadBefore = loadAverage()
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		e.kernel = strings.TrimSpace(string(b))
-	}
-	e.revision = "unknown"
-	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		e.revision = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "internal", "cmd").Output(); err == nil && len(st) > 0 {
-			e.revision += " with uncommitted changes in internal/ or cmd/"
-		}
-	}
-	return e
 }

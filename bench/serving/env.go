@@ -1,0 +1,65 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+)
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// envInfo describes the machine a run happened on.
+type envInfo struct {
+	cpus       int
+	gomaxprocs int
+	cpuModel   string
+	kernel     string
+	goVersion  string
+	ortVersion string
+	loadBefore string // /proc/loadavg when the run started
+	revision   string // git commit, and whether internal/ had local changes
+}
+
+func environment(root string, info onnx.LibraryInfo) envInfo {
+	e := envInfo{
+		cpus:       runtime.NumCPU(),
+		gomaxprocs: runtime.GOMAXPROCS(0),
+		goVersion:  runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
+		ortVersion: info.Version,
+		cpuModel:   "unknown",
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.cpuModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	e.loadBefore = loadAverage()
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		e.kernel = strings.TrimSpace(string(b))
+	}
+	e.revision = "unknown"
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		e.revision = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "internal", "cmd").Output(); err == nil && len(st) > 0 {
+			e.revision += " with uncommitted changes in internal/ or cmd/"
+		}
+	}
+	return e
+}
