@@ -54,7 +54,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		log.Warn("serving with an ONNX Runtime library that is not the pinned build", "path", lib.Path, "sha256", lib.Digest)
 	}
 	log.Info("onnx runtime loaded", "path", lib.Path, "version", lib.Version, "sha256", lib.Digest)
-	reg, err := repository.Load(cfg.ModelRepository, repository.Options{Runtime: cfg.Runtime, Logger: log})
+	reg, err := repository.Load(cfg.ModelRepository, repository.Options{Runtime: cfg.Runtime, QueueTimeout: cfg.Limits.QueueTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +71,8 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Options{
 			Registry: reg, Handler: handler, Limits: limits,
-			MaxBodyBytes: cfg.Limits.MaxBodyBytes, RequestTimeout: cfg.Limits.RequestTimeout,
-			Ready: &s.ready, Logger: log,
+			MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+			Ready:        &s.ready, Logger: log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
@@ -83,7 +83,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.grpc = grpc.NewServer(grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, log)...)
 	pb.RegisterGRPCInferenceServiceServer(s.grpc, grpcapi.New(grpcapi.Options{
 		Registry: reg, Handler: handler, Limits: limits,
-		RequestTimeout: cfg.Limits.RequestTimeout, Ready: &s.ready, Logger: log,
+		Ready: &s.ready, Logger: log,
 	}))
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {

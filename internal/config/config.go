@@ -51,8 +51,9 @@ type Limits struct {
 	MaxInputs int `yaml:"max_inputs"`
 	// MaxJSONDepth is the deepest nesting accepted in a JSON body.
 	MaxJSONDepth int `yaml:"max_json_depth"`
-	// RequestTimeout bounds one inference, queueing included.
-	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// QueueTimeout is the longest a request waits for a free session slot;
+	// past it the request is refused as unavailable (503), shedding load.
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
 // ONNXRuntime says which ONNX Runtime library to load.
@@ -83,7 +84,7 @@ func Default() Config {
 			MaxTensorBytes: 256 << 20,
 			MaxInputs:      64,
 			MaxJSONDepth:   48,
-			RequestTimeout: 30 * time.Second,
+			QueueTimeout:   10 * time.Second,
 		},
 		ONNXRuntime:     ONNXRuntime{Library: "build/onnxruntime/libonnxruntime.so.1"},
 		ShutdownTimeout: 30 * time.Second,
@@ -151,8 +152,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("limits.max_inputs: %d must be positive", l.MaxInputs)
 	case l.MaxJSONDepth < 8 || l.MaxJSONDepth > 1024:
 		return fmt.Errorf("limits.max_json_depth: %d is not within 8..1024", l.MaxJSONDepth)
-	case l.RequestTimeout <= 0:
-		return fmt.Errorf("limits.request_timeout: %s must be positive", l.RequestTimeout)
+	case l.QueueTimeout <= 0:
+		return fmt.Errorf("limits.queue_timeout: %s must be positive", l.QueueTimeout)
 	}
 	if c.ONNXRuntime.Library == "" {
 		return errors.New("onnxruntime.library: must be set")

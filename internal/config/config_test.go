@@ -24,7 +24,7 @@ http_addr: 127.0.0.1:9000
 log: {format: json, level: debug}
 limits:
   max_body_bytes: 1048576
-  request_timeout: 5s
+  queue_timeout: 5s
 runtime: {sessions: 2}
 `))
 	if err != nil {
@@ -33,7 +33,7 @@ runtime: {sessions: 2}
 	if cfg.ModelRepository != "/srv/models" || cfg.HTTPAddr != "127.0.0.1:9000" || cfg.GRPCAddr != "127.0.0.1:8001" {
 		t.Errorf("addresses: %+v", cfg)
 	}
-	if cfg.Limits.MaxBodyBytes != 1<<20 || cfg.Limits.RequestTimeout != 5*time.Second || cfg.Limits.MaxInputs != 64 {
+	if cfg.Limits.MaxBodyBytes != 1<<20 || cfg.Limits.QueueTimeout != 5*time.Second || cfg.Limits.MaxInputs != 64 {
 		t.Errorf("limits: %+v", cfg.Limits)
 	}
 	if cfg.Runtime.Sessions != 2 || cfg.Log.Format != "json" {
@@ -73,7 +73,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"limits.max_tensor_bytes", func(c *Config) { c.Limits.MaxTensorBytes = 0 }},
 		{"limits.max_inputs", func(c *Config) { c.Limits.MaxInputs = 0 }},
 		{"limits.max_json_depth", func(c *Config) { c.Limits.MaxJSONDepth = 100000 }},
-		{"limits.request_timeout", func(c *Config) { c.Limits.RequestTimeout = 0 }},
+		{"limits.queue_timeout", func(c *Config) { c.Limits.QueueTimeout = 0 }},
 		{"onnxruntime.library", func(c *Config) { c.ONNXRuntime.Library = "" }},
 		{"runtime.sessions", func(c *Config) { c.Runtime.Sessions = -1 }},
 		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }},

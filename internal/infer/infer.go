@@ -11,6 +11,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/apierr"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/repository"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/validate"
 )
 
@@ -40,6 +41,10 @@ func (h *Handler) Infer(ctx context.Context, req *pipeline.Request) (*pipeline.R
 	res, err := v.Session().Run(ctx, inputs)
 	if err != nil {
 		switch {
+		case errors.Is(err, onnx.ErrBusy):
+			return nil, apierr.Wrap(apierr.Unavailable, err, "the model is busy; retry later")
+		case errors.Is(err, onnx.ErrClosed):
+			return nil, apierr.Wrap(apierr.Unavailable, err, "the model is being unloaded; retry")
 		case errors.Is(err, context.DeadlineExceeded):
 			return nil, apierr.Wrap(apierr.DeadlineExceeded, err, "inference timed out")
 		case errors.Is(err, context.Canceled):

@@ -121,7 +121,9 @@ type Registry struct {
 type Options struct {
 	// Runtime is the default session configuration.
 	Runtime config.Runtime
-	Logger  *slog.Logger
+	// QueueTimeout is the longest a request waits for a session slot.
+	QueueTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Load scans dir and loads every model version in it. It fails only when
@@ -189,7 +191,7 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 			r.log.Warn("ignoring directory that is not a version", "model", name, "dir", e.Name())
 			continue
 		}
-		v, err := loadVersion(filepath.Join(dir, e.Name(), ModelFile), name, n, rt)
+		v, err := loadVersion(filepath.Join(dir, e.Name(), ModelFile), name, n, rt, opts.QueueTimeout)
 		if err != nil {
 			r.fail(Failure{Model: name, Version: e.Name(), Err: err})
 			continue
@@ -203,7 +205,7 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 	return m, nil
 }
 
-func loadVersion(path, name string, n int64, rt config.Runtime) (*Version, error) {
+func loadVersion(path, name string, n int64, rt config.Runtime, wait time.Duration) (*Version, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -212,6 +214,7 @@ func loadVersion(path, name string, n int64, rt config.Runtime) (*Version, error
 	s, err := onnx.NewSession(b, onnx.Options{
 		Sessions: rt.Sessions, Concurrency: rt.Concurrency,
 		IntraOpThreads: rt.IntraOpThreads, InterOpThreads: rt.InterOpThreads,
+		MaxWait: wait,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

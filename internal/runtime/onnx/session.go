@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"time"
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -25,6 +26,9 @@ type Options struct {
 	// requests, not from splitting one small run across cores.
 	IntraOpThreads int
 	InterOpThreads int
+	// MaxWait is the longest Run waits for a free slot before it returns
+	// ErrBusy. Zero means it waits as long as its context allows.
+	MaxWait time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -46,6 +50,9 @@ func (o Options) withDefaults() Options {
 // ErrClosed is returned by Run after Close.
 var ErrClosed = errors.New("session closed")
 
+// ErrBusy is returned by Run when no slot came free within MaxWait.
+var ErrBusy = errors.New("no session slot free within the wait limit")
+
 // Session is a pool of ONNX Runtime sessions for one model version.
 type Session struct {
 	inputs   []tensor.Spec
@@ -53,8 +60,9 @@ type Session struct {
 	sessions []*ort.DynamicAdvancedSession
 	// slots holds one token per permitted concurrent run; a token names the
 	// session it runs on. Close takes every token back.
-	slots  chan *ort.DynamicAdvancedSession
-	closed chan struct{}
+	slots   chan *ort.DynamicAdvancedSession
+	closed  chan struct{}
+	maxWait time.Duration
 }
 
 // NewSession creates a session pool from in-memory ONNX model bytes. The
@@ -79,7 +87,7 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 	if err := so.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
 		return nil, fmt.Errorf("inter-op threads: %w", err)
 	}
-	s := &Session{closed: make(chan struct{})}
+	s := &Session{closed: make(chan struct{}), maxWait: opts.MaxWait}
 	for i := 0; i < opts.Sessions; i++ {
 		ds, in, out, err := ort.NewDynamicAdvancedSessionForAllIO(model, so)
 		if err != nil {
@@ -168,13 +176,9 @@ func (s *Session) Run(ctx context.Context, inputs []*tensor.Tensor) (*Result, er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var ds *ort.DynamicAdvancedSession
-	select {
-	case ds = <-s.slots:
-	case <-s.closed:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	ds, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
 	}
 	defer func() { s.slots <- ds }()
 
@@ -213,6 +217,39 @@ func (s *Session) Run(ctx context.Context, inputs []*tensor.Tensor) (*Result, er
 		res.Outputs[i] = t
 	}
 	return res, nil
+}
+
+// acquire takes a slot: at once when one is free (no timer on the fast
+// path), else waiting until one frees, the session closes, ctx ends or
+// MaxWait passes.
+func (s *Session) acquire(ctx context.Context) (*ort.DynamicAdvancedSession, error) {
+	select {
+	case ds := <-s.slots:
+		select {
+		case <-s.closed:
+			s.slots <- ds
+			return nil, ErrClosed
+		default:
+			return ds, nil
+		}
+	default:
+	}
+	var expired <-chan time.Time
+	if s.maxWait > 0 {
+		t := time.NewTimer(s.maxWait)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case ds := <-s.slots:
+		return ds, nil
+	case <-s.closed:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-expired:
+		return nil, ErrBusy
+	}
 }
 
 // Close stops new runs, waits for in-flight runs to finish, and frees the

@@ -141,3 +141,42 @@ func TestRunHonoursContext(t *testing.T) {
 		t.Errorf("run with a cancelled context: %v, want context.Canceled", err)
 	}
 }
+
+// TestBusyAfterMaxWait: with every slot taken, a run gives up with ErrBusy
+// after MaxWait instead of queueing without bound.
+func TestBusyAfterMaxWait(t *testing.T) {
+	s := loadFixture(t, "mlp", onnx.Options{Concurrency: 1, MaxWait: 5 * time.Millisecond})
+	defer s.Close()
+	big := &tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{8192, 784}, Data: make([]byte, 8192*784*4)}
+	small := &tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{1, 784}, Data: make([]byte, 784*4)}
+	done := make(chan error, 1)
+	go func() {
+		res, err := s.Run(context.Background(), []*tensor.Tensor{big})
+		if err == nil {
+			res.Release()
+		}
+		done <- err
+	}()
+	// Until the big run holds the only slot, small runs succeed; once it
+	// does, they must fail fast with ErrBusy.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := s.Run(context.Background(), []*tensor.Tensor{small})
+		if err == onnx.ErrBusy {
+			if err := <-done; err != nil {
+				t.Fatalf("big run: %v", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Release()
+		select {
+		case err := <-done:
+			t.Fatalf("big run finished (%v) before any run was refused", err)
+		default:
+		}
+	}
+	t.Fatal("no run was refused with ErrBusy")
+}

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,12 +28,11 @@ import (
 
 // Options configure the gRPC service.
 type Options struct {
-	Registry       *repository.Registry
-	Handler        pipeline.Handler
-	Limits         oip.Limits
-	RequestTimeout time.Duration
-	Ready          *atomic.Bool
-	Logger         *slog.Logger
+	Registry *repository.Registry
+	Handler  pipeline.Handler
+	Limits   oip.Limits
+	Ready    *atomic.Bool
+	Logger   *slog.Logger
 }
 
 // Service implements pb.GRPCInferenceServiceServer.
@@ -129,27 +127,27 @@ func (s *Service) ModelMetadata(ctx context.Context, r *pb.ModelMetadataRequest)
 
 // ModelInfer implements the RPC.
 func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
-	id := newRequestID()
-	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
 	req, raw, err := decodeRequest(r, s.Limits)
 	if err != nil {
-		return nil, s.fail(ctx, id, err)
+		return nil, s.fail(ctx, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.RequestTimeout)
-	defer cancel()
 	resp, err := s.Handler.Infer(ctx, req)
 	if err != nil {
-		return nil, s.fail(ctx, id, err)
+		return nil, s.fail(ctx, err)
 	}
 	defer resp.Release()
 	out, err := encodeResponse(resp, raw)
 	if err != nil {
-		return nil, s.fail(ctx, id, err)
+		return nil, s.fail(ctx, err)
 	}
 	return out, nil
 }
 
-func (s *Service) fail(ctx context.Context, id string, err error) error {
+// fail logs err under a new request id, sends the id as the x-request-id
+// header, and returns err's status.
+func (s *Service) fail(ctx context.Context, err error) error {
+	id := newRequestID()
+	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
 	kind, _ := apierr.Public(err)
 	level := slog.LevelInfo
 	if kind == apierr.Internal {
