@@ -7,8 +7,6 @@ package grpcapi
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"sync/atomic"
 
@@ -146,7 +144,7 @@ func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.
 // fail logs err under a new request id, sends the id as the x-request-id
 // header, and returns err's status.
 func (s *Service) fail(ctx context.Context, err error) error {
-	id := newRequestID()
+	id := pipeline.NewRequestID()
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
 	kind, _ := apierr.Public(err)
 	level := slog.LevelInfo
@@ -186,10 +184,4 @@ func CodeOf(k apierr.Kind) codes.Code {
 		return codes.Canceled
 	}
 	return codes.Internal
-}
-
-func newRequestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

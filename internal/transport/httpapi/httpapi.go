@@ -7,8 +7,6 @@
 package httpapi
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -83,7 +81,7 @@ func (a *api) recover(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				id := newRequestID()
+				id := pipeline.NewRequestID()
 				a.Logger.Error("panic serving request", "request_id", id, "path", r.URL.Path, "panic", v)
 				writeError(w, id, apierr.New(apierr.Internal, "internal error"))
 			}
@@ -92,7 +90,7 @@ func (a *api) recover(next http.Handler) http.Handler {
 		// form (dot segments, doubled or trailing slashes): a model name
 		// is never reached by a path the client did not write.
 		if p := r.URL.EscapedPath(); path.Clean(p) != p {
-			writeError(w, newRequestID(), apierr.New(apierr.NotFound, "not found"))
+			writeError(w, pipeline.NewRequestID(), apierr.New(apierr.NotFound, "not found"))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -165,7 +163,7 @@ func (a *api) resolve(w http.ResponseWriter, r *http.Request) (*repository.Model
 		v, err = a.Registry.Resolve(name, version)
 	}
 	if !ok || err != nil {
-		writeError(w, newRequestID(), infer.NotFound(name, version))
+		writeError(w, pipeline.NewRequestID(), infer.NotFound(name, version))
 		return nil, nil, false
 	}
 	return m, v, true
@@ -188,7 +186,7 @@ func (a *api) modelReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) infer(w http.ResponseWriter, r *http.Request) {
-	id := newRequestID()
+	id := pipeline.NewRequestID()
 	w.Header().Set("X-Request-Id", id)
 	bufp := a.getBuf()
 	defer a.putBuf(bufp)
@@ -438,10 +436,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	w.Write(b)
-}
-
-func newRequestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
