@@ -3315,3 +3315,120 @@ func NewDynamicAdvancedSessionForAllIO(onnxData []byte,
 	s.ortSession = cSession
 	return &DynamicAdvancedSession{s: s}, inputs, outputs, nil
 }
+
+// Aegis patch: OutputCopy is a session output copied out of ONNX Runtime.
+type OutputCopy struct {
+	DataType TensorElementDataType
+	Shape    Shape
+	// Data holds the elements of a non-string tensor, in native byte order.
+	Data []byte
+	// Strings holds the elements of a string tensor.
+	Strings []string
+}
+
+// Aegis patch: elementSize returns the size in bytes of one element of t,
+// or 0 for strings and unknown types.
+func elementSize(t TensorElementDataType) int64 {
+	switch t {
+	case TensorElementDataTypeUint8, TensorElementDataTypeInt8, TensorElementDataTypeBool,
+		TensorElementDataTypeFloat8E4M3FN, TensorElementDataTypeFloat8E4M3FNUZ,
+		TensorElementDataTypeFloat8E5M2, TensorElementDataTypeFloat8E5M2FNUZ:
+		return 1
+	case TensorElementDataTypeUint16, TensorElementDataTypeInt16,
+		TensorElementDataTypeFloat16, TensorElementDataTypeBFloat16:
+		return 2
+	case TensorElementDataTypeFloat, TensorElementDataTypeInt32, TensorElementDataTypeUint32:
+		return 4
+	case TensorElementDataTypeDouble, TensorElementDataTypeInt64, TensorElementDataTypeUint64,
+		TensorElementDataTypeComplex64:
+		return 8
+	case TensorElementDataTypeComplex128:
+		return 16
+	}
+	return 0
+}
+
+// Aegis patch: RunCopyOutputs runs the session with ONNX Runtime allocating
+// every output, copies each output tensor into Go memory and releases ONNX
+// Runtime's value at once. It makes one cgo call per output to describe it
+// where Run makes about ten, and never wraps the copy in a new OrtValue.
+// Non-tensor outputs are an error.
+func (s *DynamicAdvancedSession) RunCopyOutputs(inputs []Value,
+	opts *RunOptions) ([]OutputCopy, error) {
+	if len(inputs) != len(s.s.inputNames) || len(inputs) == 0 {
+		return nil, fmt.Errorf("The session specified %d input names, but "+
+			"was called with %d input tensors", len(s.s.inputNames),
+			len(inputs))
+	}
+	if len(s.s.outputNames) == 0 {
+		return nil, fmt.Errorf("The session has no outputs")
+	}
+	inputValues := make([]*C.OrtValue, len(inputs))
+	for i, v := range inputs {
+		inputValues[i] = v.GetInternals().ortValue
+	}
+	outputValues := make([]*C.OrtValue, len(s.s.outputNames))
+	var optsPtr *C.OrtRunOptions
+	if opts != nil {
+		optsPtr = opts.o
+	}
+	status := C.RunOrtSessionWithOptions(s.s.ortSession, &inputValues[0],
+		&s.s.inputNames[0], C.int(len(inputs)), &outputValues[0],
+		&s.s.outputNames[0], C.int(len(outputValues)), optsPtr)
+	if status != nil {
+		return nil, fmt.Errorf("Error running network: %w", statusToError(status))
+	}
+	defer func() {
+		for _, v := range outputValues {
+			if v != nil {
+				C.ReleaseOrtValue(v)
+			}
+		}
+	}()
+	const maxDims = 64
+	var dims [maxDims]C.int64_t
+	out := make([]OutputCopy, len(outputValues))
+	for i, v := range outputValues {
+		var isTensor C.int
+		var elemType C.ONNXTensorElementDataType
+		var ndims C.size_t
+		var data unsafe.Pointer
+		status := C.DescribeTensor(v, &isTensor, &elemType, &dims[0],
+			maxDims, &ndims, &data)
+		if status != nil {
+			return nil, fmt.Errorf("Error describing output %d: %w", i,
+				statusToError(status))
+		}
+		if isTensor == 0 {
+			return nil, fmt.Errorf("Output %d is not a tensor", i)
+		}
+		if ndims > maxDims {
+			return nil, fmt.Errorf("Output %d has %d dimensions", i, ndims)
+		}
+		shape := make(Shape, int(ndims))
+		for j := range shape {
+			shape[j] = int64(dims[j])
+		}
+		o := OutputCopy{DataType: TensorElementDataType(elemType), Shape: shape}
+		if o.DataType == TensorElementDataTypeString {
+			st := StringTensor{shape: shape, ortValue: v}
+			strs, e := st.GetContents()
+			if e != nil {
+				return nil, fmt.Errorf("Error reading output %d: %w", i, e)
+			}
+			o.Strings = strs
+		} else {
+			size := shape.FlattenedSize() * elementSize(o.DataType)
+			if size < 0 || elementSize(o.DataType) == 0 {
+				return nil, fmt.Errorf("Output %d has an unsupported type %s",
+					i, o.DataType)
+			}
+			o.Data = make([]byte, size)
+			if size > 0 {
+				copy(o.Data, unsafe.Slice((*byte)(data), size))
+			}
+		}
+		out[i] = o
+	}
+	return out, nil
+}

@@ -625,3 +625,29 @@ OrtStatus *GetStringTensorElement(OrtValue *v, size_t buffer_length,
   size_t index, void *buffer) {
   return ort_api->GetStringTensorElement(v, buffer_length, index, buffer);
 }
+
+// Aegis patch: see onnxruntime_wrapper.h.
+OrtStatus *DescribeTensor(OrtValue *value, int *is_tensor,
+  ONNXTensorElementDataType *element_type, int64_t *dims, size_t max_dims,
+  size_t *ndims, void **data) {
+  enum ONNXType value_type = ONNX_TYPE_UNKNOWN;
+  OrtStatus *status = ort_api->GetValueType(value, &value_type);
+  if (status) return status;
+  *is_tensor = value_type == ONNX_TYPE_TENSOR;
+  if (!*is_tensor) return NULL;
+  OrtTensorTypeAndShapeInfo *info = NULL;
+  status = ort_api->GetTensorTypeAndShape(value, &info);
+  if (status) return status;
+  status = ort_api->GetTensorElementType(info, element_type);
+  if (!status) status = ort_api->GetDimensionsCount(info, ndims);
+  if (!status && *ndims <= max_dims) {
+    status = ort_api->GetDimensions(info, dims, *ndims);
+  }
+  ort_api->ReleaseTensorTypeAndShapeInfo(info);
+  if (status) return status;
+  *data = NULL;
+  if (*element_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    status = ort_api->GetTensorMutableData(value, data);
+  }
+  return status;
+}

@@ -415,3 +415,11 @@ OrtStatus *GetStringTensorElement(OrtValue *v, size_t buffer_length,
 }  // extern "C"
 #endif
 #endif  // ONNXRUNTIME_WRAPPER_H
+
+// Aegis patch: describes a tensor OrtValue in one call: its element type,
+// its dimensions (at most max_dims of them; *ndims is the true count), and,
+// for non-string tensors, a pointer to its data. *is_tensor is 0 for other
+// values, and then nothing else is set.
+OrtStatus *DescribeTensor(OrtValue *value, int *is_tensor,
+  ONNXTensorElementDataType *element_type, int64_t *dims, size_t max_dims,
+  size_t *ndims, void **data);

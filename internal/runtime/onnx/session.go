@@ -147,22 +147,16 @@ func (s *Session) Inputs() []tensor.Spec { return s.inputs }
 // Outputs returns the model's declared outputs, in the order Run returns them.
 func (s *Session) Outputs() []tensor.Spec { return s.outputs }
 
-// Result holds the outputs of one run. Its tensors' data is owned by ONNX
-// Runtime values and stays valid until Release.
+// Result holds the outputs of one run, copied out of ONNX Runtime into Go
+// memory.
 type Result struct {
 	Outputs []tensor.Tensor
-	values  []ort.Value
 }
 
-// Release frees the result's ONNX Runtime values. The output tensors must not
-// be used afterwards.
+// Release ends the caller's use of the outputs, which must not be used
+// afterwards. (Their memory is Go's; Release is where pooling would return
+// it.)
 func (r *Result) Release() {
-	for _, v := range r.values {
-		if v != nil {
-			v.Destroy()
-		}
-	}
-	r.values = nil
 	r.Outputs = nil
 }
 
@@ -197,23 +191,24 @@ func (s *Session) Run(ctx context.Context, inputs []*tensor.Tensor) (*Result, er
 		}
 		in[i] = v
 	}
-	out := make([]ort.Value, len(s.outputs))
-	if err := ds.Run(in, out); err != nil {
-		for _, v := range out {
-			if v != nil {
-				v.Destroy()
-			}
-		}
+	out, err := ds.RunCopyOutputs(in, nil)
+	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	res := &Result{Outputs: make([]tensor.Tensor, len(out)), values: out}
-	for i, v := range out {
-		t, err := fromValue(v)
-		if err != nil {
-			res.Release()
-			return nil, fmt.Errorf("output %q: %w", s.outputs[i].Name, err)
+	res := &Result{Outputs: make([]tensor.Tensor, len(out))}
+	for i, o := range out {
+		dt, ok := fromORT(o.DataType)
+		if !ok {
+			return nil, fmt.Errorf("output %q: unsupported element type %s", s.outputs[i].Name, o.DataType)
 		}
-		t.Name = s.outputs[i].Name
+		t := tensor.Tensor{Name: s.outputs[i].Name, DType: dt, Shape: []int64(o.Shape), Data: o.Data}
+		if dt == tensor.Bytes {
+			t.Data = nil
+			t.Strings = make([][]byte, len(o.Strings))
+			for j, str := range o.Strings {
+				t.Strings[j] = []byte(str)
+			}
+		}
 		res.Outputs[i] = t
 	}
 	return res, nil
@@ -309,61 +304,6 @@ func aligned(b []byte) []byte {
 	return c
 }
 
-func fromValue(v ort.Value) (tensor.Tensor, error) {
-	shape := []int64(v.GetShape())
-	switch x := v.(type) {
-	case *ort.Tensor[float32]:
-		return tensor.Tensor{DType: tensor.FP32, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[float64]:
-		return tensor.Tensor{DType: tensor.FP64, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[int8]:
-		return tensor.Tensor{DType: tensor.Int8, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[int16]:
-		return tensor.Tensor{DType: tensor.Int16, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[int32]:
-		return tensor.Tensor{DType: tensor.Int32, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[int64]:
-		return tensor.Tensor{DType: tensor.Int64, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[uint8]:
-		return tensor.Tensor{DType: tensor.Uint8, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[uint16]:
-		return tensor.Tensor{DType: tensor.Uint16, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[uint32]:
-		return tensor.Tensor{DType: tensor.Uint32, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[uint64]:
-		return tensor.Tensor{DType: tensor.Uint64, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.Tensor[bool]:
-		return tensor.Tensor{DType: tensor.Bool, Shape: shape, Data: asBytes(x.GetData())}, nil
-	case *ort.CustomDataTensor:
-		dt, ok := fromORT(ort.TensorElementDataType(x.DataType()))
-		if !ok || dt.Size() != 2 {
-			return tensor.Tensor{}, fmt.Errorf("unsupported element type %d", x.DataType())
-		}
-		return tensor.Tensor{DType: dt, Shape: shape, Data: x.GetData()}, nil
-	case *ort.StringTensor:
-		strs, err := x.GetContents()
-		if err != nil {
-			return tensor.Tensor{}, err
-		}
-		b := make([][]byte, len(strs))
-		for i, s := range strs {
-			b[i] = []byte(s)
-		}
-		return tensor.Tensor{DType: tensor.Bytes, Shape: shape, Strings: b}, nil
-	}
-	return tensor.Tensor{}, fmt.Errorf("unsupported value type %s", v.GetONNXType())
-}
-
-// asBytes views a slice of fixed-size elements as its little-endian bytes
-// (Aegis runs on little-endian hosts only; see endian.go).
-func asBytes[T any](s []T) []byte {
-	if len(s) == 0 {
-		return []byte{}
-	}
-	var zero T
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(zero)))
-}
-
 var ortTypes = map[tensor.DType]ort.TensorElementDataType{
 	tensor.Bool:   ort.TensorElementDataTypeBool,
 	tensor.Uint8:  ort.TensorElementDataTypeUint8,
@@ -383,11 +323,15 @@ var ortTypes = map[tensor.DType]ort.TensorElementDataType{
 
 func toORT(d tensor.DType) ort.TensorElementDataType { return ortTypes[d] }
 
-func fromORT(t ort.TensorElementDataType) (tensor.DType, bool) {
+var dtypes = func() map[ort.TensorElementDataType]tensor.DType {
+	m := make(map[ort.TensorElementDataType]tensor.DType, len(ortTypes))
 	for d, o := range ortTypes {
-		if o == t {
-			return d, true
-		}
+		m[o] = d
 	}
-	return tensor.Invalid, false
+	return m
+}()
+
+func fromORT(t ort.TensorElementDataType) (tensor.DType, bool) {
+	d, ok := dtypes[t]
+	return d, ok
 }
