@@ -3,10 +3,12 @@
 #   npm               fetches ONNX Runtime (onnxruntime-node) in scripts/setup-onnxruntime.sh
 #   curl              the README's REST client, exercised by the tests
 #   libonnx-testdata  the ONNX backend test data the conformance tests run
+#   age               the reference age tool, for interoperability tests
 set -euo pipefail
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v age >/dev/null 2>&1 || missing+=(age)
 [ -d /usr/share/libonnx-testdata/data/node ] || missing+=(libonnx-testdata)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
