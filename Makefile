@@ -11,11 +11,19 @@ export AEGIS_ONNXRUNTIME_LIB ?= $(CURDIR)/$(ORT_LIB)
 
 .PHONY: run test setup build deps tools fixtures proto conformance bench fuzz lint clean
 
-## run: fetch and verify ONNX Runtime, build, and serve the digits demo model
+DEMO_KEYS := build/demo-keys
+
+## run: fetch and verify ONNX Runtime, build, and serve the digits demo model,
+## encrypted at rest with a demo age key (decrypted only in memory)
 run: build $(GRPCURL)
-	@rm -rf $(DEMO) && mkdir -p $(DEMO) && cp -r testdata/models/digits $(DEMO)/
+	@mkdir -p $(DEMO_KEYS) && chmod 700 $(DEMO_KEYS)
+	@test -f $(DEMO_KEYS)/recipient.txt || $(BIN) keys generate --out $(DEMO_KEYS)/identity.txt > $(DEMO_KEYS)/recipient.txt
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)/digits/1
+	@$(BIN) model encrypt --recipients-file $(DEMO_KEYS)/recipient.txt \
+		testdata/models/digits/1/model.onnx $(DEMO)/digits/1/model.onnx.age >/dev/null 2>&1
 	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR)
-	exec $(BIN) serve --model-repository $(DEMO) --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
+	exec $(BIN) serve --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
+		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
 ## test: vet and run every test with the race detector
 test: setup $(GRPCURL)

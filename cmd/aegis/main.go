@@ -1,6 +1,8 @@
 // Command aegis is the Aegis model server.
 //
 //	aegis serve --model-repository DIR [--http-addr HOST:PORT] [--grpc-addr HOST:PORT] [--config FILE]
+//	aegis keys generate --out FILE
+//	aegis model encrypt --recipient age1... [--recipients-file FILE] IN [OUT]
 //	aegis version
 package main
 
@@ -24,8 +26,10 @@ import (
 const usage = `usage: aegis <command> [flags]
 
 commands:
-  serve     serve the models of a model repository over REST and gRPC
-  version   print the version
+  serve           serve the models of a model repository over REST and gRPC
+  keys generate   create an age identity file (0600) and print its recipient
+  model encrypt   encrypt a model file with age for one or more recipients
+  version         print the version
 `
 
 func main() {
@@ -45,6 +49,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "keys":
+		return keysCmd(args[1:], stdout, stderr)
+	case "model":
+		return modelCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "aegis %s (onnx runtime pinned sha256 %s)\n", httpapi.ServerVersion, onnx.PinnedDigest)
 		return nil
@@ -65,6 +73,7 @@ func serve(args []string, stderr io.Writer) error {
 	grpcAddr := fs.String("grpc-addr", "", "gRPC listen address (default 127.0.0.1:8001)")
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
+	identity := fs.String("identity-file", "", "age identity `file` that decrypts model.onnx.age models (mode 0600)")
 	lib := fs.String("onnxruntime-lib", os.Getenv("AEGIS_ONNXRUNTIME_LIB"), "ONNX Runtime shared library `path` (env AEGIS_ONNXRUNTIME_LIB)")
 	allow := fs.Bool("allow-unpinned-onnxruntime", os.Getenv("AEGIS_ONNXRUNTIME_ALLOW_UNPINNED") == "1",
 		"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)")
@@ -92,6 +101,7 @@ func serve(args []string, stderr io.Writer) error {
 	set(&cfg.Log.Format, *logFormat)
 	set(&cfg.Log.Level, *logLevel)
 	set(&cfg.ONNXRuntime.Library, *lib)
+	set(&cfg.Keys.IdentityFile, *identity)
 	if *allow {
 		cfg.ONNXRuntime.AllowUnpinned = true
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aegis-inference/aegis/internal/keys"
+	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/servertest"
 )
 
@@ -118,5 +121,45 @@ func TestServeBinary(t *testing.T) {
 	}
 	if !stopped {
 		t.Error(`no "stopped" log line after SIGTERM`)
+	}
+}
+
+func TestKeysGenerateAndModelEncrypt(t *testing.T) {
+	dir := t.TempDir()
+	id := filepath.Join(dir, "keys", "identity.txt")
+	var out, errb bytes.Buffer
+	if err := run([]string{"keys", "generate", "--out", id}, &out, &errb); err != nil {
+		t.Fatalf("keys generate: %v", err)
+	}
+	rcpt := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(rcpt, "age1") {
+		t.Fatalf("recipient %q", rcpt)
+	}
+	if err := run([]string{"keys", "generate", "--out", id}, io.Discard, io.Discard); err == nil {
+		t.Error("keys generate overwrote an identity")
+	}
+	model := filepath.Join(servertest.Models(t), "digits", "1", "model.onnx")
+	enc := filepath.Join(dir, "model.onnx.age")
+	if err := run([]string{"model", "encrypt", "--recipient", rcpt, model, enc}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("model encrypt: %v", err)
+	}
+	if err := run([]string{"model", "encrypt", "--recipient", rcpt, model, enc}, io.Discard, io.Discard); err == nil {
+		t.Error("model encrypt overwrote its output")
+	}
+	if err := run([]string{"model", "encrypt", model, filepath.Join(dir, "x.age")}, io.Discard, io.Discard); err == nil {
+		t.Error("model encrypt without recipients succeeded")
+	}
+	c, err := keys.LoadIdentityFile(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := seal.DecryptFile(enc, c.Identity(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Wipe()
+	want, _ := os.ReadFile(model)
+	if !bytes.Equal(p.Bytes(), want) {
+		t.Error("decrypted model differs from the original")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +17,13 @@ import (
 
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/infer"
+	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/repository"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/transport/grpcapi"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
 )
@@ -54,7 +57,21 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		log.Warn("serving with an ONNX Runtime library that is not the pinned build", "path", lib.Path, "sha256", lib.Digest)
 	}
 	log.Info("onnx runtime loaded", "path", lib.Path, "version", lib.Version, "sha256", lib.Digest)
-	reg, err := repository.Load(cfg.ModelRepository, repository.Options{Runtime: cfg.Runtime, QueueTimeout: cfg.Limits.QueueTimeout, Logger: log})
+	custody, err := loadCustody(cfg.Keys, log)
+	if err != nil {
+		return nil, err
+	}
+	if custody != nil {
+		// Plaintext weights will sit in this process: no core dumps, no
+		// ptrace by other processes of the same user.
+		if err := seal.HardenProcess(); err != nil {
+			return nil, err
+		}
+		log.Info("key custody ready; process hardened", "custody", custody.Describe())
+	}
+	reg, err := repository.Load(cfg.ModelRepository, repository.Options{
+		Runtime: cfg.Runtime, QueueTimeout: cfg.Limits.QueueTimeout, Custody: custody, Logger: log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +113,27 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("grpc listen: %w", err)
 	}
 	return s, nil
+}
+
+// loadCustody opens the configured key custody, or returns nil when none is
+// configured.
+func loadCustody(k config.Keys, log *slog.Logger) (keys.Custody, error) {
+	switch {
+	case k.IdentityFile != "":
+		c, err := keys.LoadIdentityFile(k.IdentityFile)
+		if err != nil {
+			return nil, fmt.Errorf("keys.identity_file: %w", err)
+		}
+		return c, nil
+	case k.PassphraseEnv != "":
+		pass := os.Getenv(k.PassphraseEnv)
+		if pass == "" {
+			return nil, fmt.Errorf("keys.passphrase_env: $%s is empty", k.PassphraseEnv)
+		}
+		log.Warn("decrypting models with a passphrase: for development only")
+		return keys.NewPassphrase(pass)
+	}
+	return nil, nil
 }
 
 // InFlight returns the number of inference requests in the pipeline.

@@ -29,6 +29,8 @@ type Config struct {
 	// Runtime holds the default session settings; a model's own
 	// config.yaml overrides them.
 	Runtime Runtime `yaml:"runtime"`
+	// Keys says where the key that decrypts models is kept.
+	Keys Keys `yaml:"keys"`
 
 	// ShutdownTimeout bounds how long a graceful shutdown waits for
 	// in-flight requests.
@@ -54,6 +56,15 @@ type Limits struct {
 	// QueueTimeout is the longest a request waits for a free session slot;
 	// past it the request is refused as unavailable (503), shedding load.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
+}
+
+// Keys configures key custody for encrypted models (model.onnx.age).
+type Keys struct {
+	// IdentityFile is an age identity file (mode 0600 or stricter).
+	IdentityFile string `yaml:"identity_file"`
+	// PassphraseEnv names an environment variable holding a passphrase
+	// for scrypt-encrypted models. Development only.
+	PassphraseEnv string `yaml:"passphrase_env"`
 }
 
 // ONNXRuntime says which ONNX Runtime library to load.
@@ -157,6 +168,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ONNXRuntime.Library == "" {
 		return errors.New("onnxruntime.library: must be set")
+	}
+	if c.Keys.IdentityFile != "" && c.Keys.PassphraseEnv != "" {
+		return errors.New("keys: set identity_file or passphrase_env, not both")
 	}
 	if err := c.Runtime.Validate("runtime"); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -150,4 +152,14 @@ func sameTensor(got, want tensor.Tensor) string {
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+func newRNG() *rand.Rand { return rand.New(rand.NewPCG(11, 13)) }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func cancelled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }

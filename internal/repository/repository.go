@@ -2,7 +2,8 @@
 // loads each version into an ONNX Runtime session pool, and resolves
 // requests to the version that serves them.
 //
-// Layout: DIR/<model>/<version>/model.onnx, where <version> is a positive
+// Layout: DIR/<model>/<version>/model.onnx (or model.onnx.age, encrypted
+// with age and decrypted only in memory), where <version> is a positive
 // integer written without leading zeros, and an optional DIR/<model>/config.yaml
 // (strict YAML: unknown fields are errors). The newest loaded version serves
 // requests that name none. A model or version that fails to load is
@@ -25,7 +26,9 @@ import (
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
 
@@ -64,11 +67,12 @@ type ModelConfig struct {
 
 // Version is one loaded model version.
 type Version struct {
-	model    string
-	version  int64
-	session  *onnx.Session
-	digest   string
-	loadedAt time.Time
+	model     string
+	version   int64
+	session   *onnx.Session
+	digest    string // SHA-256 of the plaintext model, hex
+	encrypted bool
+	loadedAt  time.Time
 }
 
 // Name returns the model name.
@@ -86,8 +90,11 @@ func (v *Version) Inputs() []tensor.Spec { return v.session.Inputs() }
 // Outputs returns the model's declared outputs.
 func (v *Version) Outputs() []tensor.Spec { return v.session.Outputs() }
 
-// Digest returns the SHA-256 (hex) of the model file.
+// Digest returns the SHA-256 (hex) of the plaintext model.
 func (v *Version) Digest() string { return v.digest }
+
+// Encrypted reports whether the model was stored encrypted.
+func (v *Version) Encrypted() bool { return v.encrypted }
 
 // Session returns the version's session pool.
 func (v *Version) Session() *onnx.Session { return v.session }
@@ -123,7 +130,10 @@ type Options struct {
 	Runtime config.Runtime
 	// QueueTimeout is the longest a request waits for a session slot.
 	QueueTimeout time.Duration
-	Logger       *slog.Logger
+	// Custody unlocks encrypted models; nil means encrypted models fail
+	// to load.
+	Custody keys.Custody
+	Logger  *slog.Logger
 }
 
 // Load scans dir and loads every model version in it. It fails only when
@@ -191,7 +201,7 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 			r.log.Warn("ignoring directory that is not a version", "model", name, "dir", e.Name())
 			continue
 		}
-		v, err := loadVersion(filepath.Join(dir, e.Name(), ModelFile), name, n, rt, opts.QueueTimeout)
+		v, err := loadVersion(filepath.Join(dir, e.Name()), name, n, rt, opts)
 		if err != nil {
 			r.fail(Failure{Model: name, Version: e.Name(), Err: err})
 			continue
@@ -205,21 +215,53 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 	return m, nil
 }
 
-func loadVersion(path, name string, n int64, rt config.Runtime, wait time.Duration) (*Version, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// loadVersion loads a version directory holding model.onnx or, encrypted,
+// model.onnx.age. Encrypted plaintext exists only in protected memory, and
+// is wiped as soon as ONNX Runtime has its own copy.
+func loadVersion(dir, name string, n int64, rt config.Runtime, opts Options) (*Version, error) {
+	plainPath := filepath.Join(dir, ModelFile)
+	sealedPath := plainPath + seal.Suffix
+	hasPlain, hasSealed := exists(plainPath), exists(sealedPath)
+	var model []byte
+	var digest [sha256.Size]byte
+	encrypted := false
+	switch {
+	case hasPlain && hasSealed:
+		return nil, fmt.Errorf("%s: both %s and %s%s present", dir, ModelFile, ModelFile, seal.Suffix)
+	case hasSealed:
+		if opts.Custody == nil {
+			return nil, fmt.Errorf("%s: encrypted model but no key configured (keys.identity_file)", sealedPath)
+		}
+		p, err := seal.DecryptFile(sealedPath, opts.Custody.Identity(), 0)
+		if err != nil {
+			return nil, err
+		}
+		defer p.Wipe()
+		model, digest, encrypted = p.Bytes(), p.SHA256(), true
+	case hasPlain:
+		b, err := os.ReadFile(plainPath)
+		if err != nil {
+			return nil, err
+		}
+		model, digest = b, sha256.Sum256(b)
+	default:
+		return nil, fmt.Errorf("%s: no %s or %s%s", dir, ModelFile, ModelFile, seal.Suffix)
 	}
-	sum := sha256.Sum256(b)
-	s, err := onnx.NewSession(b, onnx.Options{
+	s, err := onnx.NewSession(model, onnx.Options{
 		Sessions: rt.Sessions, Concurrency: rt.Concurrency,
 		IntraOpThreads: rt.IntraOpThreads, InterOpThreads: rt.InterOpThreads,
-		MaxWait: wait,
+		MaxWait: opts.QueueTimeout,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return &Version{model: name, version: n, session: s, digest: hex.EncodeToString(sum[:]), loadedAt: time.Now()}, nil
+	return &Version{model: name, version: n, session: s, digest: hex.EncodeToString(digest[:]),
+		encrypted: encrypted, loadedAt: time.Now()}, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // ErrNotFound is returned for an unknown model or version.
