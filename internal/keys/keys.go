@@ -15,6 +15,12 @@ package keys
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -184,4 +190,79 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		return nil, fmt.Errorf("want one recipient, got %d", len(rs))
 	}
 	return rs[0], nil
+}
+
+// LoadSigningKey reads an ECDSA private key (PKCS#8 or SEC 1 PEM) for
+// signing models, after checking the file's permissions. The key is
+// returned as a crypto.Signer so callers never handle its bytes.
+func LoadSigningKey(path string) (crypto.Signer, error) {
+	if err := CheckKeyFile(path); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("key file %s: not PEM", path)
+	}
+	var k crypto.PrivateKey
+	switch blk.Type {
+	case "PRIVATE KEY":
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	default:
+		return nil, fmt.Errorf("key file %s: PEM block %q is not a private key", path, blk.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: not a valid private key", path)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key file %s: %T is not an ECDSA key", path, k)
+	}
+	return ek, nil
+}
+
+// GenerateSigningKey creates a new ECDSA P-256 signing key in a new PKCS#8
+// PEM file at path (mode 0600) and writes its public key (PEM) to pubPath.
+func GenerateSigningKey(path, pubPath string) error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	defer clear(der)
+	pubDER, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return writeNew(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+}
+
+func writeNew(path string, b []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
