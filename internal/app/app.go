@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/oip"
@@ -24,6 +25,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/repository"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
+	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/transport/grpcapi"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
 )
@@ -41,6 +43,7 @@ type Server struct {
 	grpc     *grpc.Server
 	httpLn   net.Listener
 	grpcLn   net.Listener
+	store    *state.Bolt // nil without state_dir
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -69,13 +72,31 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}
 		log.Info("key custody ready; process hardened", "custody", custody.Describe())
 	}
-	reg, err := repository.Load(cfg.ModelRepository, repository.Options{
-		Runtime: cfg.Runtime, QueueTimeout: cfg.Limits.QueueTimeout, Custody: custody, Logger: log,
-	})
+	policy, err := deploy.Load(cfg.Deploy)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib}
+	var store *state.Bolt
+	if cfg.StateDir != "" {
+		if store, err = state.OpenBolt(cfg.StateDir); err != nil {
+			return nil, err
+		}
+	}
+	ropts := repository.Options{
+		Runtime: cfg.Runtime, QueueTimeout: cfg.Limits.QueueTimeout, Custody: custody,
+		Policy: policy, Logger: log,
+	}
+	if store != nil {
+		ropts.Versions = store
+	}
+	reg, err := repository.Load(cfg.ModelRepository, ropts)
+	if err != nil {
+		if store != nil {
+			store.Close()
+		}
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store}
 
 	limits := oip.Limits{
 		MaxInputs:      cfg.Limits.MaxInputs,
@@ -187,5 +208,8 @@ func (s *Server) shutdown() {
 		s.grpc.Stop()
 	}
 	s.Registry.Close()
+	if s.store != nil {
+		s.store.Close()
+	}
 	s.log.Info("stopped")
 }

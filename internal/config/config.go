@@ -31,6 +31,12 @@ type Config struct {
 	Runtime Runtime `yaml:"runtime"`
 	// Keys says where the key that decrypts models is kept.
 	Keys Keys `yaml:"keys"`
+	// Deploy is the default deployment policy; a model's config.yaml may
+	// replace it.
+	Deploy Deploy `yaml:"deploy"`
+	// StateDir holds what must survive restarts (deployed versions for
+	// anti-rollback).
+	StateDir string `yaml:"state_dir"`
 
 	// ShutdownTimeout bounds how long a graceful shutdown waits for
 	// in-flight requests.
@@ -65,6 +71,30 @@ type Keys struct {
 	// PassphraseEnv names an environment variable holding a passphrase
 	// for scrypt-encrypted models. Development only.
 	PassphraseEnv string `yaml:"passphrase_env"`
+}
+
+// Deploy is a deployment policy: which models may serve.
+type Deploy struct {
+	// RequireSignature refuses models without a valid model.sig.
+	RequireSignature bool `yaml:"require_signature"`
+	// TrustedKeys are PEM public key files (key method).
+	TrustedKeys []string `yaml:"trusted_keys"`
+	// TrustedCAs are PEM CA certificate files (certificate method).
+	TrustedCAs []string `yaml:"trusted_cas"`
+	// TrustedIdentities, when set, restrict certificate signers to these
+	// names: "email:...", "uri:...", "dns:..." or "subject:<DN>".
+	TrustedIdentities []string `yaml:"trusted_identities"`
+	// IgnorePaths are left out of signature checks, besides the
+	// signature's own.
+	IgnorePaths []string `yaml:"ignore_paths"`
+	// AllowUnsignedFiles accepts files a signature does not list.
+	AllowUnsignedFiles bool `yaml:"allow_unsigned_files"`
+	// AntiRollback refuses a version lower than the highest ever deployed
+	// (remembered in state_dir).
+	AntiRollback bool `yaml:"anti_rollback"`
+	// PinnedDigests pins versions to the SHA-256 of their plaintext model
+	// (per-model config only): version -> hex digest.
+	PinnedDigests map[string]string `yaml:"pinned_digests"`
 }
 
 // ONNXRuntime says which ONNX Runtime library to load.
@@ -172,11 +202,38 @@ func (c *Config) Validate() error {
 	if c.Keys.IdentityFile != "" && c.Keys.PassphraseEnv != "" {
 		return errors.New("keys: set identity_file or passphrase_env, not both")
 	}
+	if err := c.Deploy.Validate("deploy"); err != nil {
+		return err
+	}
+	if c.Deploy.AntiRollback && c.StateDir == "" {
+		return errors.New("state_dir: must be set for deploy.anti_rollback")
+	}
 	if err := c.Runtime.Validate("runtime"); err != nil {
 		return err
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s must be positive", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// Validate checks a deployment policy.
+func (d Deploy) Validate(prefix string) error {
+	if d.RequireSignature && len(d.TrustedKeys) == 0 && len(d.TrustedCAs) == 0 {
+		return fmt.Errorf("%s.require_signature: set trusted_keys or trusted_cas", prefix)
+	}
+	if len(d.TrustedIdentities) > 0 && len(d.TrustedCAs) == 0 {
+		return fmt.Errorf("%s.trusted_identities: needs trusted_cas", prefix)
+	}
+	for _, id := range d.TrustedIdentities {
+		if !strings.Contains(id, ":") {
+			return fmt.Errorf("%s.trusted_identities: %q is not kind:value (email:, uri:, dns:, subject:)", prefix, id)
+		}
+	}
+	for v, dg := range d.PinnedDigests {
+		if len(dg) != 64 || strings.Trim(dg, "0123456789abcdef") != "" {
+			return fmt.Errorf("%s.pinned_digests[%s]: %q is not a lowercase hex SHA-256", prefix, v, dg)
+		}
 	}
 	return nil
 }

@@ -36,7 +36,11 @@ type Result struct {
 	Method Method
 	// Signer identifies who signed: "key sha256:<hint>" or the leaf
 	// certificate's subject and SANs.
-	Signer     string
+	Signer string
+	// Identities are the signer's names a policy can match: "key:sha256:<hint>"
+	// for a key, and "subject:<DN>", "email:...", "uri:...", "dns:..." for
+	// a certificate.
+	Identities []string
 	RootDigest string
 	Resources  []Resource
 	VerifiedAt time.Time
@@ -104,12 +108,14 @@ func (b *Bundle) verifySignature(trust Trust) (*Result, *Statement, error) {
 			return nil, nil, err
 		}
 		res.Signer = signer
+		res.Identities = []string{"key:" + signer[len("key "):]}
 	case MethodCertificate:
-		signer, err := b.verifyChain(trust.Roots, payload, sig)
+		leaf, err := b.verifyChain(trust.Roots, payload, sig)
 		if err != nil {
 			return nil, nil, err
 		}
-		res.Signer = signer
+		res.Signer = certIdentity(leaf)
+		res.Identities = certIdentities(leaf)
 	case MethodSigstore:
 		return nil, nil, fail("signature", "keyless (sigstore) signatures are not accepted by this verifier")
 	}
@@ -153,23 +159,23 @@ func (b *Bundle) verifyKey(keys []crypto.PublicKey, payload, sig []byte) (string
 	return "", lastErr
 }
 
-func (b *Bundle) verifyChain(roots *x509.CertPool, payload, sig []byte) (string, error) {
+func (b *Bundle) verifyChain(roots *x509.CertPool, payload, sig []byte) (*x509.Certificate, error) {
 	if roots == nil {
-		return "", fail("signature", "no trusted CA roots configured")
+		return nil, fail("signature", "no trusted CA roots configured")
 	}
 	chain := b.VerificationMaterial.X509CertificateChain.Certificates
 	if len(chain) == 0 {
-		return "", fail("bundle", "empty certificate chain")
+		return nil, fail("bundle", "empty certificate chain")
 	}
 	var certs []*x509.Certificate
 	for i, c := range chain {
 		der, err := base64.StdEncoding.DecodeString(c.RawBytes)
 		if err != nil {
-			return "", fail("bundle", "certificate %d is not base64", i)
+			return nil, fail("bundle", "certificate %d is not base64", i)
 		}
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return "", fail("bundle", "certificate %d does not parse: %v", i, err)
+			return nil, fail("bundle", "certificate %d does not parse: %v", i, err)
 		}
 		certs = append(certs, cert)
 	}
@@ -184,15 +190,30 @@ func (b *Bundle) verifyChain(roots *x509.CertPool, payload, sig []byte) (string,
 		Roots: roots, Intermediates: inter, CurrentTime: leaf.NotBefore,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
-		return "", fail("signature", "certificate chain does not verify to a trusted root: %v", err)
+		return nil, fail("signature", "certificate chain does not verify to a trusted root: %v", err)
 	}
 	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageCodeSigning) {
-		return "", fail("signature", "leaf certificate is not for digital signatures or code signing")
+		return nil, fail("signature", "leaf certificate is not for digital signatures or code signing")
 	}
 	if err := verifyECDSA(leaf.PublicKey, payload, sig); err != nil {
-		return "", err
+		return nil, err
 	}
-	return certIdentity(leaf), nil
+	return leaf, nil
+}
+
+// certIdentities lists a certificate's names for policy matching.
+func certIdentities(c *x509.Certificate) []string {
+	ids := []string{"subject:" + c.Subject.String()}
+	for _, u := range c.URIs {
+		ids = append(ids, "uri:"+u.String())
+	}
+	for _, e := range c.EmailAddresses {
+		ids = append(ids, "email:"+e)
+	}
+	for _, d := range c.DNSNames {
+		ids = append(ids, "dns:"+d)
+	}
+	return ids
 }
 
 // certIdentity names a certificate's holder: its subject and SANs.

@@ -11,11 +11,13 @@
 package repository
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,9 +28,12 @@ import (
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/keys"
+	"github.com/aegis-inference/aegis/internal/modelsig"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
+	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
 
@@ -63,6 +68,9 @@ func ParseVersion(s string) (int64, bool) {
 type ModelConfig struct {
 	// Runtime overrides the server's session defaults for this model.
 	Runtime config.Runtime `yaml:"runtime"`
+	// Deploy, when present, replaces the server's deployment policy for
+	// this model.
+	Deploy *config.Deploy `yaml:"deploy"`
 }
 
 // Version is one loaded model version.
@@ -72,8 +80,16 @@ type Version struct {
 	session   *onnx.Session
 	digest    string // SHA-256 of the plaintext model, hex
 	encrypted bool
+	decision  deploy.Decision
 	loadedAt  time.Time
 }
+
+// Deployment reports how the version passed the deployment policy: its
+// signer and when its signature was verified (zero when unsigned).
+func (v *Version) Deployment() deploy.Decision { return v.decision }
+
+// LoadedAt reports when the version was loaded.
+func (v *Version) LoadedAt() time.Time { return v.loadedAt }
 
 // Name returns the model name.
 func (v *Version) Name() string { return v.model }
@@ -133,7 +149,11 @@ type Options struct {
 	// Custody unlocks encrypted models; nil means encrypted models fail
 	// to load.
 	Custody keys.Custody
-	Logger  *slog.Logger
+	// Policy is the default deployment policy (nil: allow all).
+	Policy *deploy.Policy
+	// Versions remembers deployed versions for anti-rollback.
+	Versions state.Versions
+	Logger   *slog.Logger
 }
 
 // Load scans dir and loads every model version in it. It fails only when
@@ -187,6 +207,20 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", ConfigFile, err)
 	}
 	rt := opts.Runtime.Merge(mc.Runtime)
+	policy := opts.Policy
+	if mc.Deploy != nil {
+		if err := mc.Deploy.Validate("deploy"); err != nil {
+			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+		}
+		p, err := deploy.Load(*mc.Deploy)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+		}
+		policy = p
+	}
+	if policy == nil {
+		policy, _ = deploy.Load(config.Deploy{})
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -201,7 +235,7 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 			r.log.Warn("ignoring directory that is not a version", "model", name, "dir", e.Name())
 			continue
 		}
-		v, err := loadVersion(filepath.Join(dir, e.Name()), name, n, rt, opts)
+		v, err := loadVersion(filepath.Join(dir, e.Name()), name, n, rt, policy, opts)
 		if err != nil {
 			r.fail(Failure{Model: name, Version: e.Name(), Err: err})
 			continue
@@ -218,7 +252,7 @@ func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
 // loadVersion loads a version directory holding model.onnx or, encrypted,
 // model.onnx.age. Encrypted plaintext exists only in protected memory, and
 // is wiped as soon as ONNX Runtime has its own copy.
-func loadVersion(dir, name string, n int64, rt config.Runtime, opts Options) (*Version, error) {
+func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Policy, opts Options) (*Version, error) {
 	plainPath := filepath.Join(dir, ModelFile)
 	sealedPath := plainPath + seal.Suffix
 	hasPlain, hasSealed := exists(plainPath), exists(sealedPath)
@@ -247,6 +281,21 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, opts Options) (*V
 	default:
 		return nil, fmt.Errorf("%s: no %s or %s%s", dir, ModelFile, ModelFile, seal.Suffix)
 	}
+	digestHex := hex.EncodeToString(digest[:])
+	src := modelsig.Source{Known: map[string][sha256.Size]byte{ModelFile: digest}}
+	if opts.Custody != nil {
+		src.Decrypt = func(path string) (io.ReadCloser, error) {
+			p, err := seal.DecryptFile(path, opts.Custody.Identity(), 0)
+			if err != nil {
+				return nil, err
+			}
+			return &wipingReader{Reader: bytes.NewReader(p.Bytes()), p: p}, nil
+		}
+	}
+	decision, err := policy.Check(name, n, dir, digestHex, src, opts.Versions)
+	if err != nil {
+		return nil, err
+	}
 	s, err := onnx.NewSession(model, onnx.Options{
 		Sessions: rt.Sessions, Concurrency: rt.Concurrency,
 		IntraOpThreads: rt.IntraOpThreads, InterOpThreads: rt.InterOpThreads,
@@ -255,8 +304,23 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, opts Options) (*V
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return &Version{model: name, version: n, session: s, digest: hex.EncodeToString(digest[:]),
-		encrypted: encrypted, loadedAt: time.Now()}, nil
+	if err := policy.Deployed(name, n, opts.Versions); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &Version{model: name, version: n, session: s, digest: digestHex,
+		encrypted: encrypted, decision: decision, loadedAt: time.Now()}, nil
+}
+
+// wipingReader reads decrypted plaintext and wipes it on Close.
+type wipingReader struct {
+	*bytes.Reader
+	p *seal.Plaintext
+}
+
+func (w *wipingReader) Close() error {
+	w.p.Wipe()
+	return nil
 }
 
 func exists(path string) bool {

@@ -113,7 +113,7 @@ func (s *Service) ModelMetadata(ctx context.Context, r *pb.ModelMetadataRequest)
 		return nil, err
 	}
 	md := httpapi.MetadataOf(m, v)
-	out := &pb.ModelMetadataResponse{Name: md.Name, Versions: md.Versions, Platform: md.Platform}
+	out := &pb.ModelMetadataResponse{Name: md.Name, Versions: md.Versions, Platform: md.Platform, Properties: md.Properties}
 	for _, t := range md.Inputs {
 		out.Inputs = append(out.Inputs, &pb.ModelMetadataResponse_TensorMetadata{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape})
 	}

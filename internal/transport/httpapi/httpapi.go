@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/aegis-inference/aegis/internal/apierr"
@@ -133,6 +134,10 @@ type ModelMetadata struct {
 	Platform string           `json:"platform"`
 	Inputs   []TensorMetadata `json:"inputs"`
 	Outputs  []TensorMetadata `json:"outputs"`
+	// Properties describe the served version's provenance: its digest,
+	// whether it was stored encrypted, its signer and when its signature
+	// was verified. (The gRPC response carries them in its properties map.)
+	Properties map[string]string `json:"properties,omitempty"`
 }
 
 // MetadataOf builds the protocol's model metadata for version v of m.
@@ -143,6 +148,20 @@ func MetadataOf(m *repository.Model, v *repository.Version) ModelMetadata {
 	}
 	md.Inputs = specs(v.Inputs())
 	md.Outputs = specs(v.Outputs())
+	md.Properties = map[string]string{
+		"version":   v.Version(),
+		"sha256":    v.Digest(),
+		"encrypted": strconv.FormatBool(v.Encrypted()),
+		"loaded_at": v.LoadedAt().UTC().Format(time.RFC3339),
+		"signed":    "false",
+	}
+	if d := v.Deployment(); d.Signed {
+		md.Properties["signed"] = "true"
+		md.Properties["signature_method"] = string(d.Method)
+		md.Properties["signer"] = d.Signer
+		md.Properties["manifest_sha256"] = d.RootDigest
+		md.Properties["verified_at"] = d.VerifiedAt.UTC().Format(time.RFC3339)
+	}
 	return md
 }
 
