@@ -16,16 +16,25 @@ import (
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "generate" {
-		return errors.New("usage: aegis keys generate --out FILE")
+		return errors.New("usage: aegis keys generate [--signing] --out FILE")
 	}
 	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "", "identity `file` to create (mode 0600; never overwritten)")
+	out := fs.String("out", "", "key `file` to create (mode 0600; never overwritten)")
+	signing := fs.Bool("signing", false, "make an ECDSA P-256 model-signing key (FILE, and its public key FILE.pub) instead of an age identity")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if *out == "" || fs.NArg() > 0 {
-		return errors.New("usage: aegis keys generate --out FILE")
+		return errors.New("usage: aegis keys generate [--signing] --out FILE")
+	}
+	if *signing {
+		if err := keys.GenerateSigningKey(*out, *out+".pub"); err != nil {
+			return fmt.Errorf("keys generate: %w", err)
+		}
+		fmt.Fprintln(stdout, *out+".pub")
+		fmt.Fprintf(stderr, "wrote signing key %s; give %s.pub to verifiers (deploy.trusted_keys)\n", *out, *out)
+		return nil
 	}
 	g, err := keys.GenerateIdentityFile(*out)
 	if err != nil {
@@ -49,6 +58,12 @@ func modelCmd(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "encrypt":
 		return modelEncrypt(args[1:], stdout, stderr)
+	case "sign":
+		return modelSign(args[1:], stdout, stderr)
+	case "verify":
+		return modelVerify(args[1:], stdout, stderr)
+	case "inspect":
+		return modelInspect(args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown model command %q", args[0])
 }

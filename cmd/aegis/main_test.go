@@ -163,3 +163,51 @@ func TestKeysGenerateAndModelEncrypt(t *testing.T) {
 		t.Error("decrypted model differs from the original")
 	}
 }
+
+// TestSignVerifyInspect runs the signing commands the way an operator
+// would: sign, encrypt, verify with and without the key, inspect.
+func TestSignVerifyInspect(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "sign.pem")
+	if err := run([]string{"keys", "generate", "--signing", "--out", key}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	id := filepath.Join(dir, "id.txt")
+	var rcpt bytes.Buffer
+	if err := run([]string{"keys", "generate", "--out", id}, &rcpt, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	m := filepath.Join(dir, "m", "1")
+	os.MkdirAll(m, 0o755)
+	b, _ := os.ReadFile(filepath.Join(servertest.Models(t), "digits", "1", "model.onnx"))
+	os.WriteFile(filepath.Join(m, "model.onnx"), b, 0o644)
+	if err := run([]string{"model", "sign", "--key", key, m}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	if err := run([]string{"model", "encrypt", "--recipient", strings.TrimSpace(rcpt.String()), filepath.Join(m, "model.onnx")}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(m, "model.onnx"))
+	var out bytes.Buffer
+	if err := run([]string{"model", "verify", "--key", key + ".pub", "--identity-file", id, m}, &out, io.Discard); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if !strings.Contains(out.String(), "verified: key signature by key sha256:") {
+		t.Errorf("verify said %q", out.String())
+	}
+	if err := run([]string{"model", "verify", "--key", key + ".pub", m}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "no key") {
+		t.Errorf("verify of an encrypted model without its key: %v", err)
+	}
+	out.Reset()
+	if err := run([]string{"model", "inspect", m}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"model.onnx.age", "encrypted for: X25519 recipient", "signature: key method", "key hint sha256:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "AGE-SECRET-KEY") {
+		t.Error("inspect printed a secret key")
+	}
+}

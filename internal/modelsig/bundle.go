@@ -236,3 +236,13 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// UnverifiedStatement decodes the statement without checking the
+// signature, for display only. Never base a decision on it.
+func (b *Bundle) UnverifiedStatement() (*Statement, error) {
+	payload, _, err := b.payloadAndSig()
+	if err != nil {
+		return nil, err
+	}
+	return parseStatement(payload)
+}
