@@ -14,15 +14,20 @@ export AEGIS_ONNXRUNTIME_LIB ?= $(CURDIR)/$(ORT_LIB)
 DEMO_KEYS := build/demo-keys
 
 ## run: fetch and verify ONNX Runtime, build, and serve the digits demo model,
-## encrypted at rest with a demo age key (decrypted only in memory)
+## signed (OpenSSF model signing) and encrypted at rest with demo keys; the
+## server refuses it unless the signature verifies, and decrypts it only in memory
 run: build $(GRPCURL)
 	@mkdir -p $(DEMO_KEYS) && chmod 700 $(DEMO_KEYS)
 	@test -f $(DEMO_KEYS)/recipient.txt || $(BIN) keys generate --out $(DEMO_KEYS)/identity.txt > $(DEMO_KEYS)/recipient.txt
+	@test -f $(DEMO_KEYS)/signing.pem || $(BIN) keys generate --signing --out $(DEMO_KEYS)/signing.pem >/dev/null
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)/digits/1
-	@$(BIN) model encrypt --recipients-file $(DEMO_KEYS)/recipient.txt \
-		testdata/models/digits/1/model.onnx $(DEMO)/digits/1/model.onnx.age >/dev/null 2>&1
+	@cp testdata/models/digits/1/model.onnx $(DEMO)/digits/1/
+	@$(BIN) model sign --key $(DEMO_KEYS)/signing.pem $(DEMO)/digits/1 >/dev/null
+	@$(BIN) model encrypt --recipients-file $(DEMO_KEYS)/recipient.txt $(DEMO)/digits/1/model.onnx >/dev/null 2>&1
+	@rm $(DEMO)/digits/1/model.onnx
 	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR)
 	exec $(BIN) serve --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
+		--require-signature --trusted-key $(DEMO_KEYS)/signing.pem.pub \
 		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
 ## test: vet and run every test with the race detector

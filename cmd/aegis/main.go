@@ -74,6 +74,9 @@ func serve(args []string, stderr io.Writer) error {
 	logFormat := fs.String("log-format", "", "log format: text or json")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
 	identity := fs.String("identity-file", "", "age identity `file` that decrypts model.onnx.age models (mode 0600)")
+	requireSig := fs.Bool("require-signature", false, "serve only models with a valid model.sig from a trusted key")
+	var trustedKeys stringList
+	fs.Var(&trustedKeys, "trusted-key", "public key `file` whose model signatures are trusted (repeatable)")
 	lib := fs.String("onnxruntime-lib", os.Getenv("AEGIS_ONNXRUNTIME_LIB"), "ONNX Runtime shared library `path` (env AEGIS_ONNXRUNTIME_LIB)")
 	allow := fs.Bool("allow-unpinned-onnxruntime", os.Getenv("AEGIS_ONNXRUNTIME_ALLOW_UNPINNED") == "1",
 		"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)")
@@ -102,6 +105,10 @@ func serve(args []string, stderr io.Writer) error {
 	set(&cfg.Log.Level, *logLevel)
 	set(&cfg.ONNXRuntime.Library, *lib)
 	set(&cfg.Keys.IdentityFile, *identity)
+	if *requireSig {
+		cfg.Deploy.RequireSignature = true
+	}
+	cfg.Deploy.TrustedKeys = append(cfg.Deploy.TrustedKeys, trustedKeys...)
 	if *allow {
 		cfg.ONNXRuntime.AllowUnpinned = true
 	}
