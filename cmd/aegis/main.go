@@ -122,6 +122,18 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if res, err := srv.Reload(); err != nil {
+				log.Error("reload", "err", err)
+			} else {
+				log.Info("reloaded", "loaded", len(res.Loaded), "retired", len(res.Retired), "failures", len(res.Failures))
+			}
+		}
+	}()
 	return srv.Serve(ctx)
 }
 

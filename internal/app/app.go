@@ -157,6 +157,16 @@ func loadCustody(k config.Keys, log *slog.Logger) (keys.Custody, error) {
 	return nil, nil
 }
 
+// Reload rescans the model repository now (the admin trigger; SIGHUP in
+// `aegis serve`). A version that fails leaves the one serving in place.
+func (s *Server) Reload() (repository.ReloadResult, error) {
+	res, err := s.Registry.Reload()
+	if err == nil {
+		s.ready.Store(len(s.Registry.Models()) > 0)
+	}
+	return res, err
+}
+
 // InFlight returns the number of inference requests in the pipeline.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
@@ -174,6 +184,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- s.http.Serve(s.httpLn) }()
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
 	s.ready.Store(len(s.Registry.Models()) > 0)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if s.cfg.WatchRepository {
+		go func() {
+			if err := s.Registry.Watch(watchCtx, s.cfg.ReloadDebounce); err != nil {
+				s.log.Error("cannot watch the model repository; reload with SIGHUP", "err", err)
+			}
+		}()
+	}
 	s.log.Info("serving", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "models", len(s.Registry.Models()))
 
 	var err error

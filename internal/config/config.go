@@ -34,6 +34,11 @@ type Config struct {
 	// Deploy is the default deployment policy; a model's config.yaml may
 	// replace it.
 	Deploy Deploy `yaml:"deploy"`
+	// WatchRepository reloads models when files in the repository change.
+	WatchRepository bool `yaml:"watch_repository"`
+	// ReloadDebounce is how long repository changes must be quiet before
+	// a reload.
+	ReloadDebounce time.Duration `yaml:"reload_debounce"`
 	// StateDir holds what must survive restarts (deployed versions for
 	// anti-rollback).
 	StateDir string `yaml:"state_dir"`
@@ -128,6 +133,8 @@ func Default() Config {
 			QueueTimeout:   10 * time.Second,
 		},
 		ONNXRuntime:     ONNXRuntime{Library: "build/onnxruntime/libonnxruntime.so.1"},
+		WatchRepository: true,
+		ReloadDebounce:  500 * time.Millisecond,
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -210,6 +217,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Runtime.Validate("runtime"); err != nil {
 		return err
+	}
+	if c.ReloadDebounce < 10*time.Millisecond || c.ReloadDebounce > time.Minute {
+		return fmt.Errorf("reload_debounce: %s is not within 10ms..1m", c.ReloadDebounce)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s must be positive", c.ShutdownTimeout)

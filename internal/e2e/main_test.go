@@ -163,3 +163,5 @@ func cancelled() context.Context {
 	cancel()
 	return ctx
 }
+
+func fmtInt(n int) string { return fmt.Sprint(n) }

@@ -25,10 +25,12 @@ var _ pipeline.Handler = (*Handler)(nil)
 
 // Infer implements pipeline.Handler.
 func (h *Handler) Infer(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
-	v, err := h.Registry.Resolve(req.Model, req.Version)
+	v, release, err := h.Registry.Acquire(req.Model, req.Version)
 	if err != nil {
 		return nil, NotFound(req.Model, req.Version)
 	}
+	// A reload that retires v waits for this request before closing it.
+	defer release()
 	req.Target = v
 	inputs, err := validate.Inputs(v.Inputs(), req)
 	if err != nil {

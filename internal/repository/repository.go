@@ -12,28 +12,22 @@ package repository
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/deploy"
-	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/modelsig"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
-	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
 
@@ -82,6 +76,9 @@ type Version struct {
 	encrypted bool
 	decision  deploy.Decision
 	loadedAt  time.Time
+
+	fingerprint string         // what the version directory held when loaded
+	refs        sync.WaitGroup // requests using the version (see Registry.Acquire)
 }
 
 // Deployment reports how the version passed the deployment policy: its
@@ -129,124 +126,6 @@ type Failure struct {
 	Model   string
 	Version string // "" when the whole model failed
 	Err     error
-}
-
-// Registry holds the loaded models.
-type Registry struct {
-	log *slog.Logger
-
-	mu       sync.RWMutex // guards models and failures
-	models   map[string]*Model
-	failures []Failure
-}
-
-// Options configure Load.
-type Options struct {
-	// Runtime is the default session configuration.
-	Runtime config.Runtime
-	// QueueTimeout is the longest a request waits for a session slot.
-	QueueTimeout time.Duration
-	// Custody unlocks encrypted models; nil means encrypted models fail
-	// to load.
-	Custody keys.Custody
-	// Policy is the default deployment policy (nil: allow all).
-	Policy *deploy.Policy
-	// Versions remembers deployed versions for anti-rollback.
-	Versions state.Versions
-	Logger   *slog.Logger
-}
-
-// Load scans dir and loads every model version in it. It fails only when
-// dir itself cannot be read; individual model failures are logged and
-// listed by Failures.
-func Load(dir string, opts Options) (*Registry, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	r := &Registry{log: log, models: map[string]*Model{}}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("model repository: %w", err)
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() {
-			continue
-		}
-		if !ValidModelName(name) {
-			r.fail(Failure{Model: name, Err: errors.New("invalid model name")})
-			continue
-		}
-		m, err := r.loadModel(filepath.Join(dir, name), name, opts)
-		if err != nil {
-			r.fail(Failure{Model: name, Err: err})
-			continue
-		}
-		r.models[name] = m
-		log.Info("model ready", "model", name, "versions", len(m.Versions), "latest", m.Latest().Version())
-	}
-	return r, nil
-}
-
-func (r *Registry) fail(f Failure) {
-	r.failures = append(r.failures, f)
-	r.log.Error("model failed to load", "model", f.Model, "version", f.Version, "err", f.Err)
-}
-
-func (r *Registry) loadModel(dir, name string, opts Options) (*Model, error) {
-	var mc ModelConfig
-	if b, err := os.ReadFile(filepath.Join(dir, ConfigFile)); err == nil {
-		if err := config.DecodeStrict(b, &mc); err != nil {
-			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
-		}
-		if err := mc.Runtime.Validate("runtime"); err != nil {
-			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", ConfigFile, err)
-	}
-	rt := opts.Runtime.Merge(mc.Runtime)
-	policy := opts.Policy
-	if mc.Deploy != nil {
-		if err := mc.Deploy.Validate("deploy"); err != nil {
-			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
-		}
-		p, err := deploy.Load(*mc.Deploy)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ConfigFile, err)
-		}
-		policy = p
-	}
-	if policy == nil {
-		policy, _ = deploy.Load(config.Deploy{})
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	m := &Model{Name: name}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		n, ok := ParseVersion(e.Name())
-		if !ok {
-			r.log.Warn("ignoring directory that is not a version", "model", name, "dir", e.Name())
-			continue
-		}
-		v, err := loadVersion(filepath.Join(dir, e.Name()), name, n, rt, policy, opts)
-		if err != nil {
-			r.fail(Failure{Model: name, Version: e.Name(), Err: err})
-			continue
-		}
-		m.Versions = append(m.Versions, v)
-	}
-	if len(m.Versions) == 0 {
-		return nil, errors.New("no loadable version")
-	}
-	slices.SortFunc(m.Versions, func(a, b *Version) int { return cmp.Compare(a.version, b.version) })
-	return m, nil
 }
 
 // loadVersion loads a version directory holding model.onnx or, encrypted,
@@ -328,67 +207,3 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// ErrNotFound is returned for an unknown model or version.
-var ErrNotFound = errors.New("model not found")
-
-// Get returns the model named name.
-func (r *Registry) Get(name string) (*Model, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	m, ok := r.models[name]
-	return m, ok
-}
-
-// Resolve returns the version of model name that serves version ("" for the
-// newest), or ErrNotFound.
-func (r *Registry) Resolve(name, version string) (*Version, error) {
-	m, ok := r.Get(name)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	if version == "" {
-		return m.Latest(), nil
-	}
-	n, ok := ParseVersion(version)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	for _, v := range m.Versions {
-		if v.version == n {
-			return v, nil
-		}
-	}
-	return nil, ErrNotFound
-}
-
-// Models returns the loaded models sorted by name.
-func (r *Registry) Models() []*Model {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make([]*Model, 0, len(r.models))
-	for _, m := range r.models {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b *Model) int { return cmp.Compare(a.Name, b.Name) })
-	return out
-}
-
-// Failures returns what failed to load.
-func (r *Registry) Failures() []Failure {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return slices.Clone(r.failures)
-}
-
-// Close closes every session, waiting for in-flight runs.
-func (r *Registry) Close() {
-	r.mu.Lock()
-	models := r.models
-	r.models = map[string]*Model{}
-	r.mu.Unlock()
-	for _, m := range models {
-		for _, v := range m.Versions {
-			v.session.Close()
-		}
-	}
-}
