@@ -19,6 +19,10 @@ func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
 	}
 	defer w.Close()
 	r.watchTree(w)
+	// Catch anything that changed between the first load and the watch.
+	if _, err := r.Reload(); err != nil {
+		r.log.Error("reload", "err", err)
+	}
 	var timer *time.Timer
 	var fire <-chan time.Time
 	for {
