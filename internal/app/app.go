@@ -38,6 +38,7 @@ type Server struct {
 	Library  onnx.LibraryInfo
 
 	ready    atomic.Bool
+	stopping atomic.Bool // set once shutdown begins; readiness stays false
 	inFlight atomic.Int64
 	http     *http.Server
 	grpc     *grpc.Server
@@ -161,7 +162,7 @@ func loadCustody(k config.Keys, log *slog.Logger) (keys.Custody, error) {
 // `aegis serve`). A version that fails leaves the one serving in place.
 func (s *Server) Reload() (repository.ReloadResult, error) {
 	res, err := s.Registry.Reload()
-	if err == nil {
+	if err == nil && !s.stopping.Load() {
 		s.ready.Store(len(s.Registry.Models()) > 0)
 	}
 	return res, err
@@ -208,6 +209,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) shutdown() {
+	s.stopping.Store(true)
 	s.ready.Store(false)
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
