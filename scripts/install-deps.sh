@@ -4,11 +4,13 @@
 #   curl              the README's REST client, exercised by the tests
 #   libonnx-testdata  the ONNX backend test data the conformance tests run
 #   age               the reference age tool, for interoperability tests
+#   softhsm2          a real PKCS#11 token (SoftHSM2) for the HSM key-custody tests
 set -euo pipefail
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v age >/dev/null 2>&1 || missing+=(age)
+command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 [ -d /usr/share/libonnx-testdata/data/node ] || missing+=(libonnx-testdata)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -27,6 +27,7 @@ const usage = `usage: aegis <command> [flags]
 
 commands:
   serve           serve the models of a model repository over REST and gRPC
+  doctor          check the environment serve would run in (--strict: fail on warnings)
   keys generate   create an age identity file (0600) and print its recipient
   model encrypt   encrypt a model file with age for one or more recipients
   version         print the version
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "doctor":
+		return doctorCmd(args[1:], stdout, stderr)
 	case "keys":
 		return keysCmd(args[1:], stdout, stderr)
 	case "model":
@@ -67,50 +70,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 func serve(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configFile := fs.String("config", "", "YAML configuration `file` (flags override it)")
-	repo := fs.String("model-repository", "", "model repository `directory`")
-	httpAddr := fs.String("http-addr", "", "REST listen address (default 127.0.0.1:8000)")
-	grpcAddr := fs.String("grpc-addr", "", "gRPC listen address (default 127.0.0.1:8001)")
-	logFormat := fs.String("log-format", "", "log format: text or json")
-	logLevel := fs.String("log-level", "", "log level: debug, info, warn, error")
-	identity := fs.String("identity-file", "", "age identity `file` that decrypts model.onnx.age models (mode 0600)")
-	requireSig := fs.Bool("require-signature", false, "serve only models with a valid model.sig from a trusted key")
-	var trustedKeys stringList
-	fs.Var(&trustedKeys, "trusted-key", "public key `file` whose model signatures are trusted (repeatable)")
-	lib := fs.String("onnxruntime-lib", os.Getenv("AEGIS_ONNXRUNTIME_LIB"), "ONNX Runtime shared library `path` (env AEGIS_ONNXRUNTIME_LIB)")
-	allow := fs.Bool("allow-unpinned-onnxruntime", os.Getenv("AEGIS_ONNXRUNTIME_ALLOW_UNPINNED") == "1",
-		"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)")
+	cf := addConfigFlags(fs)
+	strict := fs.Bool("strict", false, "refuse to start unless every environment check (aegis doctor) is ok")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	cfg := config.Default()
-	if *configFile != "" {
-		var err error
-		if cfg, err = config.Load(*configFile); err != nil {
-			return err
-		}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
 	}
-	set := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
-		}
-	}
-	set(&cfg.ModelRepository, *repo)
-	set(&cfg.HTTPAddr, *httpAddr)
-	set(&cfg.GRPCAddr, *grpcAddr)
-	set(&cfg.Log.Format, *logFormat)
-	set(&cfg.Log.Level, *logLevel)
-	set(&cfg.ONNXRuntime.Library, *lib)
-	set(&cfg.Keys.IdentityFile, *identity)
-	if *requireSig {
-		cfg.Deploy.RequireSignature = true
-	}
-	cfg.Deploy.TrustedKeys = append(cfg.Deploy.TrustedKeys, trustedKeys...)
-	if *allow {
-		cfg.ONNXRuntime.AllowUnpinned = true
+	if *strict {
+		cfg.Strict = true
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)

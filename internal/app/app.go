@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/deploy"
+	"github.com/aegis-inference/aegis/internal/doctor"
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/oip"
@@ -45,11 +47,12 @@ type Server struct {
 	httpLn   net.Listener
 	grpcLn   net.Listener
 	store    *state.Bolt // nil without state_dir
+	custody  keys.Custody
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
 // not serve until Serve.
-func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -61,10 +64,20 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		log.Warn("serving with an ONNX Runtime library that is not the pinned build", "path", lib.Path, "sha256", lib.Digest)
 	}
 	log.Info("onnx runtime loaded", "path", lib.Path, "version", lib.Version, "sha256", lib.Digest)
+	if _, err := doctor.Startup(doctor.Env{Config: cfg, Library: &lib}, cfg.Strict, log); err != nil {
+		return nil, err
+	}
 	custody, err := loadCustody(cfg.Keys, log)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		// A custody holds a token session (PKCS#11): release it if the
+		// server does not start.
+		if c, ok := custody.(io.Closer); ok && err != nil {
+			c.Close()
+		}
+	}()
 	if custody != nil {
 		// Plaintext weights will sit in this process: no core dumps, no
 		// ptrace by other processes of the same user.
@@ -97,7 +110,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		}
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store}
+	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store, custody: custody}
 
 	limits := oip.Limits{
 		MaxInputs:      cfg.Limits.MaxInputs,
@@ -145,6 +158,15 @@ func loadCustody(k config.Keys, log *slog.Logger) (keys.Custody, error) {
 		c, err := keys.LoadIdentityFile(k.IdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("keys.identity_file: %w", err)
+		}
+		return c, nil
+	case k.PKCS11 != nil:
+		c, err := keys.OpenPKCS11(keys.PKCS11Config{
+			Module: k.PKCS11.Module, TokenLabel: k.PKCS11.TokenLabel, KeyLabel: k.PKCS11.KeyLabel,
+			KeyID: k.PKCS11.KeyID, PINEnv: k.PKCS11.PINEnv, Mechanism: k.PKCS11.Mechanism,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("keys.pkcs11: %w", err)
 		}
 		return c, nil
 	case k.PassphraseEnv != "":
@@ -231,6 +253,9 @@ func (s *Server) shutdown() {
 	s.Registry.Close()
 	if s.store != nil {
 		s.store.Close()
+	}
+	if c, ok := s.custody.(io.Closer); ok {
+		c.Close()
 	}
 	s.log.Info("stopped")
 }

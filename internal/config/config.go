@@ -39,6 +39,9 @@ type Config struct {
 	// ReloadDebounce is how long repository changes must be quiet before
 	// a reload.
 	ReloadDebounce time.Duration `yaml:"reload_debounce"`
+	// Strict refuses to start unless every environment check (aegis
+	// doctor) is ok: warnings fail too.
+	Strict bool `yaml:"strict"`
 	// StateDir holds what must survive restarts (deployed versions for
 	// anti-rollback).
 	StateDir string `yaml:"state_dir"`
@@ -76,6 +79,25 @@ type Keys struct {
 	// PassphraseEnv names an environment variable holding a passphrase
 	// for scrypt-encrypted models. Development only.
 	PassphraseEnv string `yaml:"passphrase_env"`
+	// PKCS11 keeps the key on a PKCS#11 token (an HSM); the token unwraps
+	// file keys and the private key never leaves it.
+	PKCS11 *PKCS11 `yaml:"pkcs11"`
+}
+
+// PKCS11 names an RSA key on a PKCS#11 token.
+type PKCS11 struct {
+	// Module is the absolute path of the PKCS#11 library.
+	Module     string `yaml:"module"`
+	TokenLabel string `yaml:"token_label"`
+	KeyLabel   string `yaml:"key_label"`
+	// KeyID is the key's CKA_ID in hex (optional).
+	KeyID string `yaml:"key_id"`
+	// PINEnv names the environment variable holding the user PIN.
+	PINEnv string `yaml:"pin_env"`
+	// Mechanism is rsa-pkcs-oaep (the default: the token does the whole
+	// unwrap) or rsa-x509 (for tokens such as SoftHSM2 2.6 that lack
+	// OAEP with SHA-256 and a label).
+	Mechanism string `yaml:"mechanism"`
 }
 
 // Deploy is a deployment policy: which models may serve.
@@ -206,8 +228,14 @@ func (c *Config) Validate() error {
 	if c.ONNXRuntime.Library == "" {
 		return errors.New("onnxruntime.library: must be set")
 	}
-	if c.Keys.IdentityFile != "" && c.Keys.PassphraseEnv != "" {
-		return errors.New("keys: set identity_file or passphrase_env, not both")
+	set := 0
+	for _, on := range []bool{c.Keys.IdentityFile != "", c.Keys.PassphraseEnv != "", c.Keys.PKCS11 != nil} {
+		if on {
+			set++
+		}
+	}
+	if set > 1 {
+		return errors.New("keys: set one of identity_file, passphrase_env, pkcs11")
 	}
 	if err := c.Deploy.Validate("deploy"); err != nil {
 		return err

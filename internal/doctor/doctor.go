@@ -154,7 +154,7 @@ func Run(env Env) Report {
 		checkKeys(cfg.Keys, p, scan),
 		checkTrust(cfg.Deploy),
 		checkRepository(cfg.ModelRepository, scan),
-		checkWritable(p, scan),
+		checkWritable(scan),
 		checkListener("http_addr", cfg.HTTPAddr),
 		checkListener("grpc_addr", cfg.GRPCAddr),
 		checkLibrary(cfg.ONNXRuntime, env.Library),

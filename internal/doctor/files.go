@@ -23,7 +23,8 @@ type repoScan struct {
 	dirs, files      int      // what was walked
 	loose            []string // group- or world-writable paths, with their mode
 	unreadable       []string // entries the walk could not read
-	writable         []string // paths the process may write
+	writableDirs     []string // directories the process may write
+	writableFiles    int      // files the process may write
 	euid             int
 	encrypted        int   // model.onnx.age files
 	largestEncrypted int64 // bytes
@@ -78,7 +79,11 @@ func scanRepository(dir string, p Process) repoScan {
 			s.loose = append(s.loose, fmt.Sprintf("%s (%04o)", rel(path), perm))
 		}
 		if p.AccessFunc(path, unix.W_OK) == nil {
-			s.writable = append(s.writable, rel(path))
+			if fi.IsDir() {
+				s.writableDirs = append(s.writableDirs, rel(path))
+			} else {
+				s.writableFiles++
+			}
 		}
 		if d.Name() == encryptedModel && fi.Mode().IsRegular() {
 			s.encrypted++
@@ -178,16 +183,25 @@ func checkRepository(dir string, scan repoScan) Check {
 // answers for root too (root writes whatever the mode bits say, except on a
 // read-only mount or an immutable file), so mode bits alone would hide the
 // risk.
-func checkWritable(p Process, scan repoScan) Check {
+func checkWritable(scan repoScan) Check {
 	const name = "model_writable"
 	if scan.err != nil {
 		return Check{name, Fail, "cannot check: the model repository is unusable"}
 	}
-	if len(scan.writable) == 0 {
+	var what string
+	switch {
+	case len(scan.writableDirs) == 0 && scan.writableFiles == 0:
 		return Check{name, OK, "the server cannot write the model repository"}
+	case len(scan.writableDirs) == 0:
+		what = fmt.Sprintf("model files writable by the server: %d", scan.writableFiles)
+	default:
+		what = fmt.Sprintf("model directories writable by the server: %s", list(scan.writableDirs))
+		if scan.writableFiles > 0 {
+			what += fmt.Sprintf(", and %d files", scan.writableFiles)
+		}
 	}
-	msg := fmt.Sprintf("model directories writable by the server: %s; give it read-only access "+
-		"(files owned by another user, or a read-only mount)", list(scan.writable))
+	msg := what + "; a compromised server could replace its models: give it read-only access " +
+		"(files owned by another user, or a read-only mount)"
 	if scan.euid == 0 {
 		msg += "; as root it writes whatever the mode bits say"
 	}

@@ -17,6 +17,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/aegis-inference/aegis/internal/app"
+	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/servertest"
 	"github.com/aegis-inference/aegis/internal/tensor"
@@ -165,3 +167,5 @@ func cancelled() context.Context {
 }
 
 func fmtInt(n int) string { return fmt.Sprint(n) }
+
+func newServer(cfg config.Config) (*app.Server, error) { return app.New(cfg, discardLogger()) }

@@ -29,6 +29,7 @@ import (
 	"strings"
 
 	"filippo.io/age"
+	"filippo.io/age/agessh"
 )
 
 // Custody gives access to a private key without handing it out.
@@ -174,14 +175,37 @@ func GenerateIdentityFile(path string) (Generated, error) {
 	return Generated{Recipient: rcpt}, nil
 }
 
-// ParseRecipients parses age recipients (age1...), one per line with
-// comments allowed, as `age -R` reads them. Public keys only.
+// ParseRecipients parses recipients one per line, with blank lines and
+// # comments allowed, as `age -R` reads them: age1... keys, and ssh-rsa
+// keys (as an HSM-held key presents itself, see PKCS11Custody.Recipient).
 func ParseRecipients(r io.Reader) ([]age.Recipient, error) {
-	return age.ParseRecipients(r)
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	var out []age.Recipient
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rc, err := ParseRecipient(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		out = append(out, rc)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no recipients")
+	}
+	return out, nil
 }
 
-// ParseRecipient parses one recipient string.
+// ParseRecipient parses one recipient: age1... or ssh-rsa.
 func ParseRecipient(s string) (age.Recipient, error) {
+	if strings.HasPrefix(s, "ssh-rsa ") {
+		return agessh.ParseRecipient(s)
+	}
 	rs, err := age.ParseRecipients(strings.NewReader(s))
 	if err != nil {
 		return nil, err
