@@ -111,6 +111,12 @@ type Deploy struct {
 	// TrustedIdentities, when set, restrict certificate signers to these
 	// names: "email:...", "uri:...", "dns:..." or "subject:<DN>".
 	TrustedIdentities []string `yaml:"trusted_identities"`
+	// SigstoreTrustedRoot is a Sigstore trusted_root.json (Fulcio CAs,
+	// Rekor keys, CT logs, TSAs) for keyless signatures, used offline.
+	SigstoreTrustedRoot string `yaml:"sigstore_trusted_root"`
+	// KeylessIdentities are the keyless signers accepted; none means
+	// keyless signatures are refused.
+	KeylessIdentities []KeylessIdentity `yaml:"keyless_identities"`
 	// IgnorePaths are left out of signature checks, besides the
 	// signature's own.
 	IgnorePaths []string `yaml:"ignore_paths"`
@@ -122,6 +128,14 @@ type Deploy struct {
 	// PinnedDigests pins versions to the SHA-256 of their plaintext model
 	// (per-model config only): version -> hex digest.
 	PinnedDigests map[string]string `yaml:"pinned_digests"`
+}
+
+// KeylessIdentity is a keyless (Sigstore) signer: the certificate's SAN,
+// exactly or as an anchored regular expression, and its OIDC issuer.
+type KeylessIdentity struct {
+	SAN       string `yaml:"san"`
+	SANRegexp string `yaml:"san_regexp"`
+	Issuer    string `yaml:"issuer"`
 }
 
 // ONNXRuntime says which ONNX Runtime library to load.
@@ -257,8 +271,16 @@ func (c *Config) Validate() error {
 
 // Validate checks a deployment policy.
 func (d Deploy) Validate(prefix string) error {
-	if d.RequireSignature && len(d.TrustedKeys) == 0 && len(d.TrustedCAs) == 0 {
-		return fmt.Errorf("%s.require_signature: set trusted_keys or trusted_cas", prefix)
+	if d.RequireSignature && len(d.TrustedKeys) == 0 && len(d.TrustedCAs) == 0 && len(d.KeylessIdentities) == 0 {
+		return fmt.Errorf("%s.require_signature: set trusted_keys, trusted_cas or keyless_identities", prefix)
+	}
+	if (len(d.KeylessIdentities) > 0) != (d.SigstoreTrustedRoot != "") {
+		return fmt.Errorf("%s.keyless_identities: set together with sigstore_trusted_root", prefix)
+	}
+	for i, k := range d.KeylessIdentities {
+		if k.Issuer == "" || (k.SAN == "") == (k.SANRegexp == "") {
+			return fmt.Errorf("%s.keyless_identities[%d]: set issuer and one of san, san_regexp", prefix, i)
+		}
 	}
 	if len(d.TrustedIdentities) > 0 && len(d.TrustedCAs) == 0 {
 		return fmt.Errorf("%s.trusted_identities: needs trusted_cas", prefix)

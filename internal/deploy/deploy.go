@@ -67,6 +67,20 @@ func Load(c config.Deploy) (*Policy, error) {
 			}
 		}
 	}
+	if c.SigstoreTrustedRoot != "" {
+		sr, err := modelsig.LoadSigstoreRoot(c.SigstoreTrustedRoot)
+		if err != nil {
+			return nil, fmt.Errorf("deploy.sigstore_trusted_root: %w", err)
+		}
+		p.trust.Sigstore = sr
+	}
+	for i, k := range c.KeylessIdentities {
+		id := modelsig.KeylessIdentity{SAN: k.SAN, SANRegexp: k.SANRegexp, Issuer: k.Issuer}
+		if err := id.Validate(); err != nil {
+			return nil, fmt.Errorf("deploy.keyless_identities[%d]: %w", i, err)
+		}
+		p.trust.KeylessIdentities = append(p.trust.KeylessIdentities, id)
+	}
 	for v, d := range c.PinnedDigests {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
@@ -104,7 +118,7 @@ func (p *Policy) Check(model string, version int64, dir, digest string, src mode
 	sigPath := filepath.Join(dir, modelsig.SignatureFile)
 	_, err := os.Lstat(sigPath)
 	hasSig := err == nil
-	canVerify := len(p.trust.Keys) > 0 || p.trust.Roots != nil
+	canVerify := len(p.trust.Keys) > 0 || p.trust.Roots != nil || len(p.trust.KeylessIdentities) > 0
 	switch {
 	case !hasSig && p.requireSignature:
 		return d, fmt.Errorf("deploy policy: signature required: no %s", sigPath)

@@ -43,6 +43,10 @@ type Bundle struct {
 	MediaType            string               `json:"mediaType"`
 	VerificationMaterial VerificationMaterial `json:"verificationMaterial"`
 	DSSEEnvelope         *Envelope            `json:"dsseEnvelope"`
+
+	// raw is the bundle as read, for verifiers (sigstore-go) that need
+	// every field, timestamps included.
+	raw []byte
 }
 
 // VerificationMaterial holds exactly one of its key fields, by method.
@@ -133,6 +137,7 @@ func ParseBundle(b []byte) (*Bundle, error) {
 	if _, err := bu.Method(); err != nil {
 		return nil, err
 	}
+	bu.raw = b
 	return &bu, nil
 }
 

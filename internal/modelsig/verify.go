@@ -17,6 +17,13 @@ type Trust struct {
 	Keys []crypto.PublicKey
 	// Roots are CA certificates for the certificate method.
 	Roots *x509.CertPool
+	// Sigstore is the trusted root for the sigstore (keyless) method: Fulcio
+	// CAs, Rekor logs, CT logs and timestamp authorities (LoadSigstoreRoot).
+	// Nil refuses keyless signatures.
+	Sigstore *SigstoreRoot
+	// KeylessIdentities are the signers allowed to sign keylessly; any one
+	// may match. Empty refuses keyless signatures.
+	KeylessIdentities []KeylessIdentity
 }
 
 // Options adjust verification.
@@ -117,7 +124,12 @@ func (b *Bundle) verifySignature(trust Trust) (*Result, *Statement, error) {
 		res.Signer = certIdentity(leaf)
 		res.Identities = certIdentities(leaf)
 	case MethodSigstore:
-		return nil, nil, fail("signature", "keyless (sigstore) signatures are not accepted by this verifier")
+		signer, ids, verified, err := b.verifySigstore(trust.Sigstore, trust.KeylessIdentities)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Signer, res.Identities = signer, ids
+		payload = verified // the statement is what sigstore-go verified
 	}
 	st, err := parseStatement(payload)
 	if err != nil {
