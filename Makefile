@@ -9,26 +9,39 @@ GRPC_ADDR ?= 127.0.0.1:8001
 
 export AEGIS_ONNXRUNTIME_LIB ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: run test setup build deps tools fixtures proto conformance bench fuzz lint clean
+.PHONY: run doctor test setup build deps tools fixtures proto conformance bench fuzz lint clean
 
-DEMO_KEYS := build/demo-keys
+DEMO_KEYS    := build/demo-keys
+DEMO_SIGNING := build/demo-signing
+# As root, the demo server runs as nobody: it can read its models and its
+# decryption key, but write neither, and it never sees the signing key.
+RUNAS := $(if $(filter 0,$(shell id -u)),setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs,)
 
 ## run: fetch and verify ONNX Runtime, build, and serve the digits demo model,
-## signed (OpenSSF model signing) and encrypted at rest with demo keys; the
-## server refuses it unless the signature verifies, and decrypts it only in memory
+## signed (OpenSSF model signing) and encrypted at rest with demo keys. The
+## server refuses the model unless its signature verifies, decrypts it only
+## in memory, runs sandboxed (no_new_privs, seccomp) and, with --strict,
+## refuses to start unless every `aegis doctor` check passes.
 run: build $(GRPCURL)
-	@mkdir -p $(DEMO_KEYS) && chmod 700 $(DEMO_KEYS)
+	@mkdir -p $(DEMO_KEYS) $(DEMO_SIGNING) && chmod 700 $(DEMO_KEYS) $(DEMO_SIGNING)
 	@test -f $(DEMO_KEYS)/recipient.txt || $(BIN) keys generate --out $(DEMO_KEYS)/identity.txt > $(DEMO_KEYS)/recipient.txt
-	@test -f $(DEMO_KEYS)/signing.pem || $(BIN) keys generate --signing --out $(DEMO_KEYS)/signing.pem >/dev/null
+	@test -f $(DEMO_SIGNING)/signing.pem || $(BIN) keys generate --signing --out $(DEMO_SIGNING)/signing.pem >/dev/null
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)/digits/1
 	@cp testdata/models/digits/1/model.onnx $(DEMO)/digits/1/
-	@$(BIN) model sign --key $(DEMO_KEYS)/signing.pem $(DEMO)/digits/1 >/dev/null
+	@$(BIN) model sign --key $(DEMO_SIGNING)/signing.pem $(DEMO)/digits/1 >/dev/null
 	@$(BIN) model encrypt --recipients-file $(DEMO_KEYS)/recipient.txt $(DEMO)/digits/1/model.onnx >/dev/null 2>&1
 	@rm $(DEMO)/digits/1/model.onnx
+	@cp $(DEMO_SIGNING)/signing.pem.pub $(DEMO_KEYS)/trusted-signer.pub && chmod 644 $(DEMO_KEYS)/trusted-signer.pub
+	@if [ -n "$(RUNAS)" ]; then chown -R nobody:nogroup $(DEMO_KEYS) && chgrp -R nogroup $(DEMO) && chmod -R g+rX,g-w,o-w $(DEMO); fi
 	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR)
-	exec $(BIN) serve --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
-		--require-signature --trusted-key $(DEMO_KEYS)/signing.pem.pub \
-		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
+	exec $(RUNAS) $(BIN) serve --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
+		--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub \
+		--sandbox --strict --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
+
+## doctor: check the environment the demo server runs in (strict)
+doctor: build
+	$(RUNAS) $(BIN) doctor --strict --sandbox --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
+		--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub
 
 ## test: vet and run every test with the race detector
 test: setup $(GRPCURL)
@@ -74,3 +87,11 @@ conformance: setup
 	$(GO) test -count=1 -timeout 60m -run '^TestConformance$$' ./conformance \
 		-args -conformance.full -conformance.report=$(CURDIR)/build/conformance-report.md
 	@cat build/conformance-summary.txt
+
+## bench-load: load performance of a 1 GiB encrypted, signed model against `age -d` and sha256sum
+## on this machine (see docs/benchmarks.md); BENCH_LOAD_FLAGS=-size=64MiB for a quicker run.
+## Writes build/bench/load/results.md and CPU profiles; needs about 2.2 GiB of disk, removed after.
+.PHONY: bench-load
+bench-load: setup
+	@mkdir -p build/bench/load
+	$(GO) run ./bench/load $(BENCH_LOAD_FLAGS)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/doctor"
+	"github.com/aegis-inference/aegis/internal/sandbox"
 )
 
 // doctorCmd checks the environment `aegis serve` would run in, with the
@@ -30,6 +31,12 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	cfg, err := cf.load()
 	if err != nil {
 		return err
+	}
+	if cfg.Sandbox {
+		// Check this process as serve would run: sandboxed.
+		if err := sandbox.Apply(); err != nil {
+			return fmt.Errorf("doctor: %w", err)
+		}
 	}
 	r := doctor.Run(doctor.Env{Config: cfg})
 	if *asJSON {
@@ -54,6 +61,7 @@ type configFlags struct {
 	logFormat, logLevel            *string
 	identity, lib                  *string
 	requireSig, allowUnpinned      *bool
+	sandbox                        *bool
 	trustedKeys                    stringList
 }
 
@@ -73,6 +81,7 @@ func addConfigFlags(fs *flag.FlagSet) *configFlags {
 			"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)"),
 	}
 	fs.Var(&f.trustedKeys, "trusted-key", "public key `file` whose model signatures are trusted (repeatable)")
+	f.sandbox = fs.Bool("sandbox", false, "set no_new_privs and a seccomp filter refusing exec, ptrace, mounts, namespaces, kernel modules, bpf and other calls a model server never makes")
 	return f
 }
 
@@ -104,6 +113,9 @@ func (f *configFlags) load() (config.Config, error) {
 	cfg.Deploy.TrustedKeys = append(cfg.Deploy.TrustedKeys, f.trustedKeys...)
 	if *f.allowUnpinned {
 		cfg.ONNXRuntime.AllowUnpinned = true
+	}
+	if *f.sandbox {
+		cfg.Sandbox = true
 	}
 	return cfg, nil
 }

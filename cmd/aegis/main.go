@@ -20,6 +20,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
+	"github.com/aegis-inference/aegis/internal/sandbox"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
 )
 
@@ -89,6 +90,12 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	log := newLogger(cfg.Log, stderr)
+	if cfg.Sandbox {
+		if err := sandbox.Apply(); err != nil {
+			return err
+		}
+		log.Info("sandboxed: no_new_privs and seccomp filter set")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv, err := app.New(cfg, log)

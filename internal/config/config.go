@@ -42,6 +42,8 @@ type Config struct {
 	// Strict refuses to start unless every environment check (aegis
 	// doctor) is ok: warnings fail too.
 	Strict bool `yaml:"strict"`
+	// Sandbox sets no_new_privs and a seccomp filter before serving.
+	Sandbox bool `yaml:"sandbox"`
 	// StateDir holds what must survive restarts (deployed versions for
 	// anti-rollback).
 	StateDir string `yaml:"state_dir"`
