@@ -90,7 +90,7 @@ conformance: setup
 
 ## bench-load: load performance of a 1 GiB encrypted, signed model against `age -d` and sha256sum
 ## on this machine (see docs/benchmarks.md); BENCH_LOAD_FLAGS=-size=64MiB for a quicker run.
-## Writes build/bench/load/results.md and CPU profiles; needs about 2.2 GiB of disk, removed after.
+## Writes build/bench/load/results.md and CPU profiles; needs about 4.1 GiB of disk while it runs, removed after.
 .PHONY: bench-load
 bench-load: setup
 	@mkdir -p build/bench/load
