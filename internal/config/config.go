@@ -154,6 +154,9 @@ type Runtime struct {
 	Concurrency    int `yaml:"concurrency"`
 	IntraOpThreads int `yaml:"intra_op_threads"`
 	InterOpThreads int `yaml:"inter_op_threads"`
+	// DisablePrepacking turns off ONNX Runtime's weight prepacking: less
+	// memory during and after loading large models.
+	DisablePrepacking bool `yaml:"disable_prepacking"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -326,6 +329,9 @@ func (r Runtime) Merge(o Runtime) Runtime {
 	}
 	if o.InterOpThreads != 0 {
 		r.InterOpThreads = o.InterOpThreads
+	}
+	if o.DisablePrepacking {
+		r.DisablePrepacking = true
 	}
 	return r
 }

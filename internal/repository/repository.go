@@ -178,7 +178,7 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 	s, err := onnx.NewSession(model, onnx.Options{
 		Sessions: rt.Sessions, Concurrency: rt.Concurrency,
 		IntraOpThreads: rt.IntraOpThreads, InterOpThreads: rt.InterOpThreads,
-		MaxWait: opts.QueueTimeout,
+		MaxWait: opts.QueueTimeout, DisablePrepacking: rt.DisablePrepacking,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)

@@ -29,6 +29,10 @@ type Options struct {
 	// MaxWait is the longest Run waits for a free slot before it returns
 	// ErrBusy. Zero means it waits as long as its context allows.
 	MaxWait time.Duration
+	// DisablePrepacking keeps ONNX Runtime from repacking weights (for
+	// MatMul) at load: less memory at load and after it, and faster
+	// session creation, at a possible cost per run.
+	DisablePrepacking bool
 }
 
 func (o Options) withDefaults() Options {
@@ -87,6 +91,12 @@ func NewSession(model []byte, opts Options) (*Session, error) {
 	if err := so.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
 		return nil, fmt.Errorf("inter-op threads: %w", err)
 	}
+	if opts.DisablePrepacking {
+		if err := so.AddSessionConfigEntry("session.disable_prepacking", "1"); err != nil {
+			return nil, fmt.Errorf("disable prepacking: %w", err)
+		}
+	}
+	defer trimHeap()
 	s := &Session{closed: make(chan struct{}), maxWait: opts.MaxWait}
 	for i := 0; i < opts.Sessions; i++ {
 		ds, in, out, err := ort.NewDynamicAdvancedSessionForAllIO(model, so)

@@ -180,3 +180,34 @@ func TestBusyAfterMaxWait(t *testing.T) {
 	}
 	t.Fatal("no run was refused with ErrBusy")
 }
+
+// TestDisablePrepackingSameResults: the option changes memory, not numbers.
+func TestDisablePrepackingSameResults(t *testing.T) {
+	a := loadFixture(t, "mlp", onnx.Options{})
+	defer a.Close()
+	b := loadFixture(t, "mlp", onnx.Options{DisablePrepacking: true})
+	defer b.Close()
+	in := &tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{4, 784}}
+	for i := 0; i < 4*784; i++ {
+		in.Data = binary.LittleEndian.AppendUint32(in.Data, math.Float32bits(float32(i%17)/17-0.5))
+	}
+	ra, err := a.Run(context.Background(), []*tensor.Tensor{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.Run(context.Background(), []*tensor.Tensor{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range ra.Outputs[0].Data {
+		if d := int(x) - int(rb.Outputs[0].Data[i]); d != 0 {
+			// Prepacked and plain kernels may sum in a different order;
+			// compare as floats with a tight tolerance.
+			fa := math.Float32frombits(binary.LittleEndian.Uint32(ra.Outputs[0].Data[i/4*4:]))
+			fb := math.Float32frombits(binary.LittleEndian.Uint32(rb.Outputs[0].Data[i/4*4:]))
+			if math.Abs(float64(fa-fb)) > 1e-4*math.Max(1, math.Abs(float64(fa))) {
+				t.Fatalf("output %d: %v with prepacking, %v without", i/4, fa, fb)
+			}
+		}
+	}
+}
