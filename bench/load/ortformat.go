@@ -10,6 +10,7 @@ import (
 
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/modelsig"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
 )
 
@@ -79,7 +80,7 @@ func (m *measurer) prepareORTFormat() error {
 		return err
 	}
 	var err error
-	if fx.ortDigest, err = fileSHA256(plain); err != nil {
+	if fx.ortDigest, err = onnx.FileDigest(plain); err != nil {
 		return err
 	}
 	signer, err := keys.LoadSigningKey(fx.signingKey)

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -12,6 +9,7 @@ import (
 
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/modelsig"
+	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
 )
 
@@ -85,7 +83,7 @@ func prepare(work string, weights, layers int64, logf func(string, ...any)) (*fi
 	if fx.modelSize, err = writeModel(plainInRepo, sh); err != nil {
 		return nil, err
 	}
-	if fx.digest, err = fileSHA256(plainInRepo); err != nil {
+	if fx.digest, err = onnx.FileDigest(plainInRepo); err != nil {
 		return nil, err
 	}
 
@@ -140,18 +138,6 @@ func checkDisk(dir string, need int64) error {
 	return nil
 }
 
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // human formats a byte count in binary units.
 func human(n int64) string {
