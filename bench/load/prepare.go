@@ -138,7 +138,6 @@ func checkDisk(dir string, need int64) error {
 	return nil
 }
 
-
 // human formats a byte count in binary units.
 func human(n int64) string {
 	switch {
