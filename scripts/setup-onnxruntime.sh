@@ -16,8 +16,14 @@ if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ]; then
 fi
 
 if ! command -v npm >/dev/null 2>&1; then
-  echo "setup-onnxruntime: npm is required (Debian package npm)" >&2
-  exit 1
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup-onnxruntime: installing npm (Debian package npm)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  else
+    echo "setup-onnxruntime: npm is required (Debian package npm)" >&2
+    exit 1
+  fi
 fi
 
 work=$(mktemp -d)
