@@ -43,10 +43,15 @@ doctor: build
 	$(RUNAS) $(BIN) doctor --strict --sandbox --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
 		--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub
 
-## test: vet and run every test with the race detector
-test: setup $(GRPCURL)
+## test: vet and run every test with the race detector (installing the
+## Debian packages the tests use first, if any is missing)
+test: deps setup $(GRPCURL)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## deps: the Debian packages the tests use (npm, curl, age, softhsm2, libonnx-testdata)
+deps:
+	scripts/install-deps.sh
 
 ## setup: the ONNX Runtime library, fetched from npm and checked against the pinned digest
 setup: $(ORT_LIB)
