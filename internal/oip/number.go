@@ -19,7 +19,9 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // rounded to bits (32 or 64) as strconv.ParseFloat would. ok is false for
 // text that is not a JSON number; err is set for numbers out of range.
 func (s *scanner) float(bits int) (f float64, ok bool, err error) {
-	s.ws()
+	if s.i < len(s.b) && s.b[s.i] <= ' ' {
+		s.ws()
+	}
 	b := s.b
 	start, i := s.i, s.i
 	neg := false

@@ -561,7 +561,13 @@ func (d *dataDecoder) floats(s *scanner) error {
 		bits = 32
 	}
 	for {
-		switch c := s.peek(); c {
+		c := byte(0)
+		if s.i < len(s.b) && s.b[s.i] > ' ' {
+			c = s.b[s.i] // no white space to skip: the usual case
+		} else {
+			c = s.peek()
+		}
+		switch c {
 		case '[':
 			if err := d.floats(s); err != nil {
 				return err
@@ -589,7 +595,13 @@ func (d *dataDecoder) floats(s *scanner) error {
 				d.buf = binary.LittleEndian.AppendUint64(d.buf, math.Float64bits(f))
 			}
 		}
-		switch s.peek() {
+		c = 0
+		if s.i < len(s.b) && s.b[s.i] > ' ' {
+			c = s.b[s.i]
+		} else {
+			c = s.peek()
+		}
+		switch c {
 		case ',':
 			s.i++
 		case ']':
