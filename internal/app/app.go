@@ -226,6 +226,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			err = nil
 		}
 	}
+	stopWatch() // no reload may start once shutdown has begun
 	s.shutdown()
 	return err
 }

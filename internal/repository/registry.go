@@ -46,7 +46,8 @@ type Registry struct {
 	opts Options
 	log  *slog.Logger
 
-	reloadMu sync.Mutex // serializes Reload
+	reloadMu sync.Mutex // serializes Reload and Close
+	closed   bool       // set by Close; guarded by reloadMu
 
 	mu       sync.RWMutex // guards models and failures
 	models   map[string]*Model
@@ -82,6 +83,9 @@ type ReloadResult struct {
 func (r *Registry) Reload() (ReloadResult, error) {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
+	if r.closed {
+		return ReloadResult{}, ErrClosed
+	}
 	entries, err := os.ReadDir(r.dir)
 	if err != nil {
 		return ReloadResult{}, fmt.Errorf("model repository: %w", err)
@@ -270,6 +274,9 @@ func fingerprint(dir, cfgPrint string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), err
 }
 
+// ErrClosed is returned by Reload after Close.
+var ErrClosed = errors.New("registry closed")
+
 // ErrNotFound is returned for an unknown model or version.
 var ErrNotFound = errors.New("model not found")
 
@@ -345,6 +352,7 @@ func (r *Registry) Failures() []Failure {
 func (r *Registry) Close() {
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
+	r.closed = true
 	r.mu.Lock()
 	models := r.models
 	r.models = map[string]*Model{}
