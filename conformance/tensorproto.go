@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -104,7 +105,7 @@ func DecodeTensor(b []byte) (tensor.Tensor, error) {
 		case 3:
 			return tensor.Tensor{}, errors.New("tensor: segmented tensors are not supported")
 		case 4:
-			p.floats, b, err = consumeFixed32s(b, typ, p.floats, "float_data")
+			p.floats, b, err = consumeFixed(b, typ, p.floats, "float_data")
 		case 5:
 			p.int32s, b, err = consumeVarints(b, typ, p.int32s, "int32_data")
 		case 6:
@@ -121,7 +122,7 @@ func DecodeTensor(b []byte) (tensor.Tensor, error) {
 			p.raw, b, err = consumeBytes(b, typ, "raw_data")
 			p.hasRaw = true
 		case 10:
-			p.doubles, b, err = consumeFixed64s(b, typ, p.doubles, "double_data")
+			p.doubles, b, err = consumeFixed(b, typ, p.doubles, "double_data")
 		case 11:
 			p.uint64s, b, err = consumeVarints(b, typ, p.uint64s, "uint64_data")
 		case 13:
@@ -265,44 +266,30 @@ func consumeVarints(b []byte, typ protowire.Type, dst []uint64, field string) ([
 	return dst, rest, nil
 }
 
-func consumeFixed32s(b []byte, typ protowire.Type, dst []uint32, field string) ([]uint32, []byte, error) {
-	if typ == protowire.Fixed32Type {
-		v, n := protowire.ConsumeFixed32(b)
-		if n < 0 {
-			return dst, b, fmt.Errorf("%s: %w", field, protowire.ParseError(n))
+// consumeFixed reads one fixed-width field (4 bytes for uint32, 8 for
+// uint64), unpacked or packed, appending its values to dst.
+func consumeFixed[T uint32 | uint64](b []byte, typ protowire.Type, dst []T, field string) ([]T, []byte, error) {
+	var zero T
+	size := int(unsafe.Sizeof(zero))
+	single, read := protowire.Fixed32Type, func(p []byte) T { return T(binary.LittleEndian.Uint32(p)) }
+	if size == 8 {
+		single, read = protowire.Fixed64Type, func(p []byte) T { return T(binary.LittleEndian.Uint64(p)) }
+	}
+	if typ == single {
+		if len(b) < size {
+			return dst, b, fmt.Errorf("%s: %w", field, protowire.ParseError(-1))
 		}
-		return append(dst, v), b[n:], nil
+		return append(dst, read(b)), b[size:], nil
 	}
 	packed, rest, err := consumeBytes(b, typ, field)
 	if err != nil {
 		return dst, b, err
 	}
-	if len(packed)%4 != 0 {
-		return dst, b, fmt.Errorf("%s: packed length %d is not a multiple of 4", field, len(packed))
+	if len(packed)%size != 0 {
+		return dst, b, fmt.Errorf("%s: packed length %d is not a multiple of %d", field, len(packed), size)
 	}
-	for i := 0; i < len(packed); i += 4 {
-		dst = append(dst, binary.LittleEndian.Uint32(packed[i:]))
-	}
-	return dst, rest, nil
-}
-
-func consumeFixed64s(b []byte, typ protowire.Type, dst []uint64, field string) ([]uint64, []byte, error) {
-	if typ == protowire.Fixed64Type {
-		v, n := protowire.ConsumeFixed64(b)
-		if n < 0 {
-			return dst, b, fmt.Errorf("%s: %w", field, protowire.ParseError(n))
-		}
-		return append(dst, v), b[n:], nil
-	}
-	packed, rest, err := consumeBytes(b, typ, field)
-	if err != nil {
-		return dst, b, err
-	}
-	if len(packed)%8 != 0 {
-		return dst, b, fmt.Errorf("%s: packed length %d is not a multiple of 8", field, len(packed))
-	}
-	for i := 0; i < len(packed); i += 8 {
-		dst = append(dst, binary.LittleEndian.Uint64(packed[i:]))
+	for i := 0; i < len(packed); i += size {
+		dst = append(dst, read(packed[i:]))
 	}
 	return dst, rest, nil
 }

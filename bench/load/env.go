@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
 
 // envInfo describes the machine a run happened on.
@@ -33,7 +35,7 @@ func environment() envInfo {
 		cpus:       runtime.NumCPU(),
 		goVersion:  runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
 		cpuModel:   "unknown",
-		loadBefore: loadAverage(),
+		loadBefore: benchutil.LoadAverage(),
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {
@@ -91,19 +93,6 @@ func firstLine(name string, args ...string) string {
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
 	return strings.TrimSpace(line)
-}
-
-// loadAverage returns the 1, 5 and 15 minute load averages.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // otherBenchmarks lists running processes of the serving benchmark, which

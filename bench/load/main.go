@@ -43,6 +43,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
 
 func main() {
@@ -109,7 +111,7 @@ func parseFlags(args []string) (options, error) {
 	if *reps < 1 || *cold < 0 {
 		return options{}, fmt.Errorf("-reps must be at least 1 and -cold-reps at least 0")
 	}
-	root, err := repoRoot()
+	root, err := benchutil.RepoRoot()
 	if err != nil {
 		return options{}, err
 	}
@@ -151,24 +153,6 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a positive size", s)
 	}
 	return n * mult, nil
-}
-
-// repoRoot finds the directory holding go.mod above the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // run prepares the fixture, measures and cleans up.
@@ -257,7 +241,7 @@ func run(opt options) (*report, error) {
 		}
 	}
 	rep.busyAfter = otherBenchmarks()
-	rep.env.loadAfter = loadAverage()
+	rep.env.loadAfter = benchutil.LoadAverage()
 	if !opt.keep {
 		if err := fx.cleanup(); err != nil {
 			return nil, err

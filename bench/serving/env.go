@@ -6,21 +6,10 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 )
-
-// loadAverage returns the 1, 5 and 15 minute load averages.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
 
 // envInfo describes the machine a run happened on.
 type envInfo struct {
@@ -50,7 +39,7 @@ func environment(root string, info onnx.LibraryInfo) envInfo {
 			}
 		}
 	}
-	e.loadBefore = loadAverage()
+	e.loadBefore = benchutil.LoadAverage()
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		e.kernel = strings.TrimSpace(string(b))
 	}

@@ -40,6 +40,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
 
 func main() {
@@ -109,7 +111,7 @@ func parseFlags(args []string) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	root, err := repoRoot()
+	root, err := benchutil.RepoRoot()
 	if err != nil {
 		return options{}, err
 	}
@@ -177,25 +179,6 @@ func ints(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// repoRoot is the directory holding go.mod, at or above the working
-// directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("go.mod not found above %s", dir)
-		}
-		d = parent
-	}
 }
 
 // libraryPath is AEGIS_ONNXRUNTIME_LIB if set, else the library `make

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
@@ -193,7 +195,7 @@ func run(opt options) (*report, error) {
 		}
 	}
 	rep.elapsed = time.Since(start)
-	rep.loadAfter = loadAverage()
+	rep.loadAfter = benchutil.LoadAverage()
 	return rep, nil
 }
 
