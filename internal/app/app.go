@@ -118,7 +118,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		MaxDepth:       cfg.Limits.MaxJSONDepth,
 		MaxRank:        oip.DefaultLimits().MaxRank,
 	}
-	handler := pipeline.Chain(&infer.Handler{Registry: reg, Log: log}, pipeline.Count(&s.inFlight))
+	handler := pipeline.Chain(&infer.Handler{Registry: reg}, pipeline.Count(&s.inFlight))
 
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Options{

@@ -6,7 +6,6 @@ package infer
 import (
 	"context"
 	"errors"
-	"log/slog"
 
 	"github.com/aegis-inference/aegis/internal/apierr"
 	"github.com/aegis-inference/aegis/internal/pipeline"
@@ -18,7 +17,6 @@ import (
 // Handler serves inference from a registry.
 type Handler struct {
 	Registry *repository.Registry
-	Log      *slog.Logger
 }
 
 var _ pipeline.Handler = (*Handler)(nil)
