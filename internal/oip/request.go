@@ -580,6 +580,13 @@ func (d *dataDecoder) floats(s *scanner) error {
 			if d.count >= d.n {
 				return apierr.Invalid("input %q: more elements than shape %v holds", d.t.Name, d.t.Shape)
 			}
+			if bits == 32 {
+				if v, ok := s.float32Fast(); ok {
+					d.count++
+					d.buf = binary.LittleEndian.AppendUint32(d.buf, math.Float32bits(v))
+					break
+				}
+			}
 			start := s.i
 			f, ok, err := s.float(bits)
 			if !ok {
