@@ -1,0 +1,690 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMaxFileBytes       = 64 << 20
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = time.Minute
+	DefaultRetryInterval      = time.Second
+)
+
+// Config configures a Log.
+type Config struct {
+	// Path is the active file ("/var/log/aegis/audit.log"). Rotated files
+	// go beside it (see Files); <Path>.lock is the lock file.
+	Path string
+	// Durable makes Write return only after the record is on stable
+	// storage (fdatasync), with group commit. Otherwise Write returns once
+	// the record is handed to the kernel (write(2) done): it survives the
+	// process being killed, not the machine losing power.
+	Durable bool
+	// MaxFileBytes is the size past which the active file is rotated.
+	// Zero means DefaultMaxFileBytes.
+	MaxFileBytes int64
+	// CheckpointEvery is the most records between two checkpoints. Zero
+	// means DefaultCheckpointEvery.
+	CheckpointEvery int
+	// CheckpointInterval is the longest a record waits for a checkpoint.
+	// Zero means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// RetryInterval is how often an unwritable log retries by itself.
+	// Zero means DefaultRetryInterval.
+	RetryInterval time.Duration
+	// SigningKey signs checkpoints (LoadSigningKey reads one). Required.
+	SigningKey ed25519.PrivateKey
+	// Logger receives failures and recoveries, never record contents. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Validate names the first field that is wrong.
+func (c *Config) Validate() error {
+	switch {
+	case c.Path == "":
+		return errors.New("audit: path: must be set")
+	case len(c.SigningKey) != ed25519.PrivateKeySize:
+		return fmt.Errorf("audit: signing_key: %d bytes, want an Ed25519 private key", len(c.SigningKey))
+	case c.MaxFileBytes < 0:
+		return fmt.Errorf("audit: max_file_bytes: %d is negative", c.MaxFileBytes)
+	case c.CheckpointEvery < 0:
+		return fmt.Errorf("audit: checkpoint_every: %d is negative", c.CheckpointEvery)
+	case c.CheckpointInterval < 0:
+		return fmt.Errorf("audit: checkpoint_interval: %v is negative", c.CheckpointInterval)
+	case c.RetryInterval < 0:
+		return fmt.Errorf("audit: retry_interval: %v is negative", c.RetryInterval)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFileBytes == 0 {
+		c.MaxFileBytes = DefaultMaxFileBytes
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// ErrUnavailable reports that the log cannot be written: Write failed, or
+// Healthy reports a failure not yet recovered from. The request must be
+// refused (503).
+var ErrUnavailable = errors.New("audit log unavailable")
+
+// ErrClosed reports a Write after Close.
+var ErrClosed = errors.New("audit log closed")
+
+// Stats are a Log's counters since Open, for metrics.
+type Stats struct {
+	Records       uint64 // lines written, of every type
+	Checkpoints   uint64 // checkpoints written
+	Batches       uint64 // write(2) calls that wrote records (group commits in durable mode)
+	WriteFailures uint64 // failed batch writes
+	Lost          uint64 // request records refused because the log could not be written
+	Rotations     uint64
+	Failing       bool // the log cannot be written now
+	Seq           uint64
+}
+
+// Log is an append-only, hash-chained, signed audit log. Its methods are
+// safe for concurrent use.
+type Log struct {
+	cfg    Config
+	logger *slog.Logger
+	keyID  string
+	now    func() time.Time
+	lockf  *os.File
+	stop   chan struct{}
+	done   chan struct{}
+
+	health                                                     atomic.Pointer[error] // nil when healthy
+	nRecords, nCheckpoints, nBatches, nFailures, nLost, nRotate atomic.Uint64
+	failing                                                    atomic.Bool
+	lastSeq                                                    atomic.Uint64
+
+	// mu guards the fields below it; cond (on mu) is signalled when a batch
+	// is done or a leader stops flushing.
+	mu       sync.Mutex
+	cond     sync.Cond
+	closed   bool
+	flushing bool   // a leader is writing a batch
+	pending  *batch // lines appended, not yet taken by a leader
+	spare    []byte // a written batch's buffer, for reuse
+	tip      chain  // after the last line appended
+	good     chain  // after the last line written: what a failure rewinds to
+	out      *outageState
+
+	// Owned by the leader (the goroutine that set flushing), or by whoever
+	// holds mu while no one is flushing.
+	f        *os.File // active file; nil until reopened after a failed rotation
+	size     int64    // bytes of f that hold written lines
+	firstSeq uint64   // seq of the first line in f; 0 while f is empty
+	repair   bool     // f may end in part of a failed batch: truncate to size first
+}
+
+// chain is the state of the chain after some line.
+type chain struct {
+	seq     uint64
+	head    string    // hex SHA-256 of the line: the next prev
+	sinceCP int       // lines other than checkpoints since the last checkpoint
+	lastCP  time.Time // time of the last checkpoint
+}
+
+// outageState is an ongoing failure to write.
+type outageState struct {
+	since   time.Time
+	kind    string // the failure's errno text, for the outage record
+	lost    uint64
+	inBatch bool // the outage record is in the pending batch
+}
+
+// batch is the lines one leader writes with one write(2) (and fdatasync).
+type batch struct {
+	buf         []byte
+	first       uint64 // seq of the first line
+	lines       uint64
+	requests    uint64
+	checkpoints uint64
+	end         chain // after the last line
+	outage      bool  // it holds the outage record
+	sync        bool  // fdatasync after writing
+	rotate      bool  // rotate after writing
+	done        bool
+	err         error
+}
+
+// Open opens the log at cfg.Path, creating it if missing, and continues
+// its chain. It locks the log against other writers, checks the active
+// file (chain, signatures, link to the last rotated file) and refuses a
+// file that does not verify: nothing is appended on top of a record it
+// cannot vouch for. A torn last line (the writer was killed mid-write: the
+// record was never acknowledged) is cut off and a recovery record says how
+// many bytes, with their SHA-256. Open then writes a checkpoint (reason
+// "open") and syncs.
+func Open(cfg Config) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	lockf, err := lockLog(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	l := &Log{
+		cfg:    cfg,
+		logger: cfg.Logger,
+		keyID:  KeyID(cfg.SigningKey.Public().(ed25519.PublicKey)),
+		now:    time.Now,
+		lockf:  lockf,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	l.cond.L = &l.mu
+	if err := l.recover(); err != nil {
+		if l.f != nil {
+			l.f.Close()
+		}
+		lockf.Close()
+		return nil, fmt.Errorf("audit: open %s: %w", cfg.Path, err)
+	}
+	go l.run()
+	return l, nil
+}
+
+// recover finds where the chain stands, repairs a torn tail and writes the
+// open checkpoint.
+func (l *Log) recover() error {
+	pub := l.cfg.SigningKey.Public().(ed25519.PublicKey)
+	v := newVerifier(pub, VerifyOptions{AllowTornTail: true, AllowMidChainStart: true})
+	rotated, err := rotatedFiles(l.cfg.Path)
+	if err != nil {
+		return err
+	}
+	if len(rotated) > 0 {
+		// The active file continues the last rotated file, which ends with
+		// its rotation checkpoint.
+		prev := rotated[len(rotated)-1]
+		last, err := lastLine(prev)
+		if err != nil {
+			return err
+		}
+		if err := v.line(prev, 0, last); err != nil {
+			return err
+		}
+		if e, _ := parseEntry(last); e.Type != TypeCheckpoint || e.Reason != ReasonRotate {
+			return fmt.Errorf("%s: last line is not a rotation checkpoint", prev)
+		}
+	}
+	f, _, err := openActive(l.cfg.Path)
+	if err != nil {
+		return err
+	}
+	l.f = f
+	seqBefore := v.seq
+	if err := v.file(l.cfg.Path, io.NewSectionReader(f, 0, 1<<62), true); err != nil {
+		return fmt.Errorf("%w (run aegis audit verify; move the file aside to start a new file)", err)
+	}
+	if v.rep.Records > 0 {
+		if err := v.finish(); err != nil {
+			return err
+		}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	l.size = fi.Size() - v.rep.TornBytes
+	if v.seq > seqBefore {
+		l.firstSeq = v.firstOfFile
+	}
+	if v.started {
+		l.tip = chain{seq: v.seq, head: v.head, sinceCP: int(v.rep.Unsigned)}
+	} else {
+		l.tip = chain{head: Genesis}
+	}
+	l.good = l.tip
+	l.lastSeq.Store(l.tip.seq)
+	l.pending = &batch{}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v.rep.TornBytes > 0 {
+		if err := f.Truncate(l.size); err != nil {
+			return fmt.Errorf("cut torn last line: %w", err)
+		}
+		l.logger.Warn("audit log: removed a torn last line left by a crash", "path", l.cfg.Path, "bytes", v.rep.TornBytes)
+		l.appendRecoveryLocked(v.rep.TornBytes, v.rep.tornSHA256)
+	}
+	l.appendCheckpointLocked(ReasonOpen)
+	b := l.pending
+	b.sync = true
+	return l.waitLocked(b)
+}
+
+// Write appends r to the log, assigning r.Seq and r.Prev (and r.Time when
+// zero). It returns once the record is written (default mode: write(2)
+// done) or durable (Durable: fdatasync done), and an error wrapping
+// ErrUnavailable if it could not be: the request must then be refused.
+// r must not be used by another goroutine during the call.
+func (l *Log) Write(r *Record) error {
+	if !r.Time.IsZero() {
+		if err := checkTime(r.Time); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if r.Time.IsZero() {
+		r.Time = l.now()
+	}
+	l.beginLocked()
+	b := l.pending
+	r.Seq = l.tip.seq + 1
+	r.Prev = l.tip.head
+	start := len(b.buf)
+	b.buf = appendRequest(b.buf, r)
+	l.endLineLocked(start)
+	b.requests++
+	l.countLocked()
+	return l.waitLocked(b)
+}
+
+// Healthy returns nil if the log can be written, else an error wrapping
+// ErrUnavailable and the cause. While it fails the server refuses
+// requests; the log retries by itself every RetryInterval (and on every
+// Write) and recovers without help once the cause is gone.
+func (l *Log) Healthy() error {
+	if p := l.health.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{
+		Records:       l.nRecords.Load(),
+		Checkpoints:   l.nCheckpoints.Load(),
+		Batches:       l.nBatches.Load(),
+		WriteFailures: l.nFailures.Load(),
+		Lost:          l.nLost.Load(),
+		Rotations:     l.nRotate.Load(),
+		Failing:       l.failing.Load(),
+		Seq:           l.lastSeq.Load(),
+	}
+}
+
+// Close writes a checkpoint (reason "close"), syncs and closes the file,
+// and releases the lock. Writes after Close return ErrClosed. The error is
+// the checkpoint's or the sync's, if the log could not be written.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+
+	l.mu.Lock()
+	l.beginLocked()
+	l.appendCheckpointLocked(ReasonClose)
+	b := l.pending
+	b.sync = true
+	err := l.waitLocked(b)
+	for l.flushing {
+		l.cond.Wait()
+	}
+	f := l.f
+	l.f = nil
+	l.mu.Unlock()
+	if f != nil {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	l.lockf.Close()
+	return err
+}
+
+// beginLocked starts a line: after a failure the first line of a batch is
+// the outage record, so that the log says what it lost.
+func (l *Log) beginLocked() {
+	if l.out == nil || l.out.inBatch {
+		return
+	}
+	o := outage{Seq: l.tip.seq + 1, Time: l.now(), Since: l.out.since, Lost: l.out.lost, Error: l.out.kind, Prev: l.tip.head}
+	b := l.pending
+	start := len(b.buf)
+	b.buf = appendOutage(b.buf, &o)
+	l.endLineLocked(start)
+	b.outage = true
+	l.out.inBatch = true
+	l.countLocked()
+}
+
+func (l *Log) appendRecoveryLocked(n int64, sum string) {
+	r := recovery{Seq: l.tip.seq + 1, Time: l.now(), DiscardedBytes: n, DiscardedSHA256: sum, Prev: l.tip.head}
+	b := l.pending
+	start := len(b.buf)
+	b.buf = appendRecovery(b.buf, &r)
+	l.endLineLocked(start)
+	l.countLocked()
+}
+
+// appendCheckpointLocked signs the chain head and appends the checkpoint.
+func (l *Log) appendCheckpointLocked(reason string) {
+	c := checkpoint{Seq: l.tip.seq + 1, Time: l.now(), Reason: reason, Every: l.cfg.CheckpointEvery, KeyID: l.keyID, Prev: l.tip.head}
+	c.Sig = hex.EncodeToString(ed25519.Sign(l.cfg.SigningKey, checkpointMessage(&c)))
+	b := l.pending
+	start := len(b.buf)
+	b.buf = appendCheckpoint(b.buf, &c, true)
+	l.endLineLocked(start)
+	b.checkpoints++
+	l.tip.sinceCP = 0
+	l.tip.lastCP = c.Time
+	if reason != ReasonCount || l.cfg.Durable {
+		b.sync = true
+	}
+	b.end = l.tip
+}
+
+// endLineLocked finishes the line appended to the pending batch at start:
+// it becomes the chain head.
+func (l *Log) endLineLocked(start int) {
+	b := l.pending
+	sum := sha256.Sum256(b.buf[start:])
+	b.buf = append(b.buf, '\n')
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	l.tip.seq++
+	l.tip.head = string(h[:])
+	if b.lines == 0 {
+		b.first = l.tip.seq
+	}
+	b.lines++
+	b.end = l.tip
+}
+
+// countLocked counts a line that is not a checkpoint and appends a
+// checkpoint when CheckpointEvery are due.
+func (l *Log) countLocked() {
+	l.tip.sinceCP++
+	l.pending.end = l.tip
+	if l.tip.sinceCP >= l.cfg.CheckpointEvery {
+		l.appendCheckpointLocked(ReasonCount)
+	}
+}
+
+// waitLocked waits until b is written or has failed, writing it (and what
+// else is pending) itself when no one else is: group commit, with the
+// first waiter to find no write in progress leading.
+func (l *Log) waitLocked(b *batch) error {
+	for !b.done {
+		if !l.flushing {
+			l.flushLocked()
+			continue
+		}
+		l.cond.Wait()
+	}
+	return b.err
+}
+
+// flushLocked writes the pending batch, then, while the file is full, a
+// rotation checkpoint and the rotation. It drops mu while writing; the
+// caller must not be flushing already.
+func (l *Log) flushLocked() {
+	l.flushing = true
+	for {
+		b := l.pending
+		l.pending = &batch{buf: l.spare[:0]}
+		l.spare = nil
+		l.mu.Unlock()
+		err := l.writeBatch(b)
+		var rerr error
+		if err == nil && b.rotate {
+			rerr = l.rotate()
+		}
+		l.mu.Lock()
+		if err != nil {
+			l.failLocked(b, err)
+		} else {
+			l.succeedLocked(b)
+		}
+		if l.spare == nil && cap(b.buf) <= 1<<20 {
+			l.spare = b.buf[:0]
+		}
+		b.buf = nil
+		l.cond.Broadcast()
+		if rerr != nil {
+			l.logger.Error("audit log: rotation failed; appending to the active file", "path", l.cfg.Path, "err", rerr)
+		}
+		if err != nil || b.rotate || l.size < l.cfg.MaxFileBytes {
+			break
+		}
+		// The file is full: end it with a checkpoint, taken with what is
+		// pending, and rotate.
+		l.beginLocked()
+		l.appendCheckpointLocked(ReasonRotate)
+		l.pending.rotate = true
+	}
+	l.flushing = false
+	l.cond.Broadcast()
+}
+
+// writeBatch appends b to the active file, after repairing what a failed
+// batch may have left. On failure it cuts the file back to the last
+// written line, or marks it for repair before the next write. Leader only.
+func (l *Log) writeBatch(b *batch) error {
+	if l.f == nil {
+		if err := l.reopen(); err != nil {
+			return err
+		}
+	}
+	if l.repair {
+		if err := l.f.Truncate(l.size); err != nil {
+			return fmt.Errorf("cut back a partial write: %w", err)
+		}
+		l.repair = false
+	}
+	_, err := l.f.Write(b.buf)
+	if err == nil && (b.sync || l.cfg.Durable) {
+		err = fdatasync(l.f)
+	}
+	if err != nil {
+		if terr := l.f.Truncate(l.size); terr != nil {
+			l.repair = true
+		}
+		return err
+	}
+	if l.size == 0 {
+		l.firstSeq = b.first
+	}
+	l.size += int64(len(b.buf))
+	return nil
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fdatasync(int(fd))
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// reopen opens the active file again after a failed rotation. It must
+// hold exactly the lines written (or be new and empty after the rename):
+// anything else was changed behind the log's back. Leader only.
+func (l *Log) reopen() error {
+	f, _, err := openActive(l.cfg.Path)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if n := fi.Size(); n != l.size && (n < l.size || !l.repair) {
+		f.Close()
+		return fmt.Errorf("%s is %d bytes, want %d: changed by someone else", l.cfg.Path, n, l.size)
+	}
+	l.f = f
+	return nil
+}
+
+// rotate renames the full active file to its rotated name and starts a new
+// one. On failure the log goes on appending to whichever file is at Path.
+// Leader only.
+func (l *Log) rotate() error {
+	name := rotatedName(l.cfg.Path, l.firstSeq)
+	if _, err := os.Lstat(name); err == nil {
+		return fmt.Errorf("%s exists", name)
+	}
+	if err := os.Rename(l.cfg.Path, name); err != nil {
+		return err
+	}
+	l.f.Close()
+	l.f = nil
+	l.size, l.firstSeq = 0, 0
+	if err := syncDir(filepath.Dir(l.cfg.Path)); err != nil {
+		return err
+	}
+	f, _, err := openActive(l.cfg.Path)
+	if err != nil {
+		return err
+	}
+	l.f = f
+	l.nRotate.Add(1)
+	return nil
+}
+
+// succeedLocked accounts for a written batch.
+func (l *Log) succeedLocked(b *batch) {
+	l.good = b.end
+	b.done = true
+	l.nRecords.Add(b.lines)
+	l.nCheckpoints.Add(b.checkpoints)
+	l.nBatches.Add(1)
+	l.lastSeq.Store(b.end.seq)
+	if l.out != nil && b.outage {
+		l.logger.Info("audit log: writable again", "path", l.cfg.Path,
+			"lost", l.out.lost, "down_for", l.now().Sub(l.out.since).Round(time.Millisecond))
+		l.out = nil
+		l.failing.Store(false)
+		l.health.Store(nil)
+	}
+}
+
+// failLocked fails b and everything appended after it (chained on it),
+// rewinds the chain to the last written line and marks the log unhealthy.
+func (l *Log) failLocked(b *batch, err error) {
+	err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	lost := b.requests
+	b.err, b.done = err, true
+	if p := l.pending; p.lines > 0 {
+		lost += p.requests
+		p.err, p.done = err, true
+		l.pending = &batch{}
+	}
+	l.tip = l.good
+	l.nFailures.Add(1)
+	l.nLost.Add(lost)
+	if l.out == nil {
+		l.out = &outageState{since: l.now(), kind: errKind(err)}
+		l.failing.Store(true)
+		l.logger.Error("audit log: cannot write; refusing requests until it recovers", "path", l.cfg.Path, "err", err)
+	}
+	l.health.Store(&err)
+	l.out.lost += lost
+	l.out.inBatch = false
+}
+
+// errKind is the part of a write error fit for the log itself: the errno's
+// text, without paths.
+func errKind(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return "write failed"
+}
+
+// run checkpoints every CheckpointInterval and retries an unwritable log
+// every RetryInterval, until Close.
+func (l *Log) run() {
+	defer close(l.done)
+	t := time.NewTicker(min(l.cfg.CheckpointInterval, l.cfg.RetryInterval))
+	defer t.Stop()
+	var lastRetry time.Time
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		now := l.now()
+		l.mu.Lock()
+		switch {
+		case l.closed:
+		case l.out != nil:
+			if !l.flushing && l.pending.lines == 0 && now.Sub(lastRetry) >= l.cfg.RetryInterval {
+				lastRetry = now
+				l.beginLocked()
+				_ = l.waitLocked(l.pending)
+			}
+		case l.tip.sinceCP > 0 && now.Sub(l.tip.lastCP) >= l.cfg.CheckpointInterval:
+			l.appendCheckpointLocked(ReasonInterval)
+			_ = l.waitLocked(l.pending)
+		}
+		l.mu.Unlock()
+	}
+}
