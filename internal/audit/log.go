@@ -122,10 +122,10 @@ type Log struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	health                                                     atomic.Pointer[error] // nil when healthy
+	health                                                      atomic.Pointer[error] // nil when healthy
 	nRecords, nCheckpoints, nBatches, nFailures, nLost, nRotate atomic.Uint64
-	failing                                                    atomic.Bool
-	lastSeq                                                    atomic.Uint64
+	failing                                                     atomic.Bool
+	lastSeq                                                     atomic.Uint64
 
 	// mu guards the fields below it; cond (on mu) is signalled when a batch
 	// is done or a leader stops flushing.

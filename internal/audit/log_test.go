@@ -90,7 +90,7 @@ func TestWriteRotateVerify(t *testing.T) {
 	for i, f := range files[:len(files)-1] {
 		ls := readLog(t, []string{f})
 		last := ls[len(ls)-1]
-		next := readLog(t, files[i+1 : i+2])[0]
+		next := readLog(t, files[i+1:i+2])[0]
 		if last.e.Reason != ReasonRotate || next.e.Prev != lineHash(last.text) || next.e.Seq != last.e.Seq+1 {
 			t.Errorf("%s ends with %s; next file starts %s", f, last.text, next.text)
 		}

@@ -17,13 +17,13 @@ const MaxLineBytes = 1 << 20
 
 // What Verify finds wrong, for errors.Is on a *VerifyError.
 var (
-	ErrSyntax    = errors.New("malformed record")             // not JSON, unknown field, not canonical
+	ErrSyntax    = errors.New("malformed record")                // not JSON, unknown field, not canonical
 	ErrGenesis   = errors.New("chain does not start at genesis") // first record not seq 1 with prev Genesis
-	ErrSequence  = errors.New("sequence broken")              // a record missing, repeated or out of order
-	ErrChain     = errors.New("hash chain broken")            // a record's hash is not the next one's prev
+	ErrSequence  = errors.New("sequence broken")                 // a record missing, repeated or out of order
+	ErrChain     = errors.New("hash chain broken")               // a record's hash is not the next one's prev
 	ErrSignature = errors.New("checkpoint signature invalid")
 	ErrKey       = errors.New("checkpoint signed by another key")
-	ErrTorn      = errors.New("incomplete last line")   // a line without its newline
+	ErrTorn      = errors.New("incomplete last line")    // a line without its newline
 	ErrFileEnd   = errors.New("rotated file incomplete") // a file before the last does not end with its rotation checkpoint
 	ErrUnsigned  = errors.New("unsigned tail too long")  // more records after the last checkpoint than it allows, or none
 	ErrNoRecords = errors.New("no records")
