@@ -57,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return keysCmd(args[1:], stdout, stderr)
 	case "model":
 		return modelCmd(args[1:], stdout, stderr)
+	case "certs":
+		return certsCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "aegis %s (onnx runtime pinned sha256 %s)\n", httpapi.ServerVersion, onnx.PinnedDigest)
 		return nil
