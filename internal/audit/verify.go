@@ -236,9 +236,9 @@ func (v *verifier) line(file string, n int, line []byte) error {
 	}
 	switch {
 	case e.Seq > want:
-		missing := fmt.Sprintf("records %d..%d are missing", want, e.Seq-1)
+		missing := fmt.Sprintf("records %d..%d are missing or out of order", want, e.Seq-1)
 		if e.Seq == want+1 {
-			missing = fmt.Sprintf("record %d is missing", want)
+			missing = fmt.Sprintf("record %d is missing or out of order", want)
 		}
 		return v.fail(file, n, want, ErrSequence, fmt.Sprintf("found seq %d: %s", e.Seq, missing))
 	case e.Seq < want:
