@@ -137,15 +137,26 @@ const (
 // splitAuthorization splits an Authorization value into its scheme (to be
 // compared with strings.EqualFold: schemes are case-insensitive) and its
 // credential. It accepts "<scheme> <credential>" with one or more spaces
-// between and no other white space; ok is false otherwise.
+// between, and no other white space or control character; ok is false
+// otherwise.
 func splitAuthorization(h string) (scheme, cred string, ok bool) {
 	scheme, cred, found := strings.Cut(h, " ")
-	if !found || scheme == "" {
+	if !found || scheme == "" || hasSpaceOrControl(scheme) {
 		return "", "", false
 	}
 	cred = strings.TrimLeft(cred, " ")
-	if cred == "" || strings.ContainsAny(cred, " \t\r\n") {
+	if cred == "" || hasSpaceOrControl(cred) {
 		return "", "", false
 	}
 	return scheme, cred, true
+}
+
+// hasSpaceOrControl reports whether s has an ASCII space or control byte.
+func hasSpaceOrControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -167,7 +168,7 @@ func (j *JWT) Authenticate(ctx context.Context, c Credentials) (*pipeline.Princi
 	now := j.now()
 	var sum [sha256.Size]byte
 	if ks := j.keys.current(); ks.cache != nil {
-		sum = sha256.Sum256([]byte(tok))
+		sum = tokenSum(tok)
 		if p, ok := ks.cache.get(sum, now, j.cfg.ClockSkew); ok {
 			return p, nil
 		}
@@ -178,11 +179,22 @@ func (j *JWT) Authenticate(ctx context.Context, c Credentials) (*pipeline.Princi
 	}
 	if ks.cache != nil {
 		if sum == ([sha256.Size]byte{}) {
-			sum = sha256.Sum256([]byte(tok))
+			sum = tokenSum(tok)
 		}
 		ks.cache.put(sum, p)
 	}
 	return p, nil
+}
+
+// tokenBufs spares tokenSum an allocation per request.
+var tokenBufs = sync.Pool{New: func() any { return new([maxTokenLen]byte) }}
+
+// tokenSum returns the SHA-256 of tok (at most maxTokenLen bytes).
+func tokenSum(tok string) [sha256.Size]byte {
+	b := tokenBufs.Get().(*[maxTokenLen]byte)
+	sum := sha256.Sum256(b[:copy(b[:], tok)])
+	tokenBufs.Put(b)
+	return sum
 }
 
 // verify checks tok fully and returns its principal and the key set that
