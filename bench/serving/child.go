@@ -74,6 +74,9 @@ func runChild() error {
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.ONNXRuntime.Library = os.Getenv(envLib)
 	cfg.ShutdownTimeout = 10 * time.Second
+	// The serving benchmark measures the protocol path: no TLS, no
+	// authentication, no audit (bench/access measures those).
+	cfg.TLS.Plaintext, cfg.Auth.Disabled, cfg.Audit.Disabled = true, true, true
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := app.New(cfg, log)
 	if err != nil {

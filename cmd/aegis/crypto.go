@@ -15,8 +15,14 @@ import (
 )
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "create", "list", "revoke":
+			return apiKeysCmd(args, stdout, stderr)
+		}
+	}
 	if len(args) == 0 || args[0] != "generate" {
-		return errors.New("usage: aegis keys generate [--signing] --out FILE")
+		return errors.New("usage: aegis keys generate [--signing] --out FILE\n" + apiKeysUsage)
 	}
 	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -63,6 +63,9 @@ type configFlags struct {
 	requireSig, allowUnpinned      *bool
 	sandbox                        *bool
 	trustedKeys                    stringList
+	stateDir, tlsCert, tlsKey      *string
+	policy                         *string
+	plaintext, noAuth, noAudit     *bool
 }
 
 // addConfigFlags declares the configuration flags on fs.
@@ -81,6 +84,13 @@ func addConfigFlags(fs *flag.FlagSet) *configFlags {
 			"load an ONNX Runtime library whose SHA-256 is not the pinned one (env AEGIS_ONNXRUNTIME_ALLOW_UNPINNED=1)"),
 	}
 	fs.Var(&f.trustedKeys, "trusted-key", "public key `file` whose model signatures are trusted (repeatable)")
+	f.stateDir = fs.String("state-dir", "", "state `directory`: API keys, audit log and keys, anti-rollback records")
+	f.tlsCert = fs.String("tls-cert", "", "server certificate chain `file` (PEM)")
+	f.tlsKey = fs.String("tls-key", "", "server private key `file` (PEM, mode 0600)")
+	f.plaintext = fs.Bool("plaintext", false, "serve without TLS (development only; doctor flags it)")
+	f.policy = fs.String("policy", "", "authorization policy `file`")
+	f.noAuth = fs.Bool("no-auth", false, "serve every request as \"anonymous\" with every permission (development only; doctor flags it)")
+	f.noAudit = fs.Bool("no-audit", false, "turn the audit log off (development only; doctor flags it)")
 	f.sandbox = fs.Bool("sandbox", false, "set no_new_privs and a seccomp filter refusing exec, ptrace, mounts, namespaces, kernel modules, bpf and other calls a model server never makes")
 	return f
 }
@@ -116,6 +126,19 @@ func (f *configFlags) load() (config.Config, error) {
 	}
 	if *f.sandbox {
 		cfg.Sandbox = true
+	}
+	set(&cfg.StateDir, *f.stateDir)
+	set(&cfg.TLS.CertFile, *f.tlsCert)
+	set(&cfg.TLS.KeyFile, *f.tlsKey)
+	set(&cfg.Auth.PolicyFile, *f.policy)
+	if *f.plaintext {
+		cfg.TLS.Plaintext = true
+	}
+	if *f.noAuth {
+		cfg.Auth.Disabled = true
+	}
+	if *f.noAudit {
+		cfg.Audit.Disabled = true
 	}
 	return cfg, nil
 }

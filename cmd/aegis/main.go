@@ -30,6 +30,11 @@ commands:
   serve           serve the models of a model repository over REST and gRPC
   doctor          check the environment serve would run in (--strict: fail on warnings)
   keys generate   create an age identity file (0600) and print its recipient
+  keys create|list|revoke
+                  manage API keys through the admin API (or --offline, on the state directory)
+  certs init      create a local CA and server certificate (for the demo and tests)
+  certs client    issue a client certificate from that CA (mTLS)
+  audit verify    check an audit log's hash chain and signed checkpoints
   model encrypt   encrypt a model file with age for one or more recipients
   version         print the version
 `

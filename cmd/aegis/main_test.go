@@ -57,7 +57,7 @@ func TestServeBinary(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "serve", "--model-repository", servertest.Models(t),
 		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json", "--sandbox",
-		"--onnxruntime-lib", servertest.LibraryPath(t))
+		"--plaintext", "--no-auth", "--no-audit", "--onnxruntime-lib", servertest.LibraryPath(t))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/aegis-inference/aegis/internal/audit"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/doctor"
@@ -28,6 +31,8 @@ import (
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/state"
+	"github.com/aegis-inference/aegis/internal/tlsconf"
+	"github.com/aegis-inference/aegis/internal/transport/adminapi"
 	"github.com/aegis-inference/aegis/internal/transport/grpcapi"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
 )
@@ -48,6 +53,8 @@ type Server struct {
 	grpcLn   net.Listener
 	store    *state.Bolt // nil without state_dir
 	custody  keys.Custody
+	tls      *tlsconf.Manager // nil when plaintext
+	access   *accessParts
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -111,6 +118,30 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store, custody: custody}
+	fail := func(err error) (*Server, error) {
+		if s.access != nil {
+			s.access.close()
+		}
+		reg.Close()
+		if store != nil {
+			store.Close()
+		}
+		return nil, err
+	}
+	if !cfg.TLS.Plaintext {
+		t := cfg.TLS
+		if s.tls, err = tlsconf.New(tlsconf.Config{
+			CertFile: t.CertFile, KeyFile: t.KeyFile, MinVersion: t.MinVersion,
+			ClientAuth: t.ClientAuth, ClientCAFile: t.ClientCAFile, ReloadInterval: t.ReloadInterval,
+		}, log); err != nil {
+			return fail(fmt.Errorf("tls: %w", err))
+		}
+	} else {
+		log.Warn("TLS is off (tls.plaintext): requests and credentials travel in clear")
+	}
+	if s.access, err = buildAccess(context.Background(), cfg, store, log); err != nil {
+		return fail(err)
+	}
 
 	limits := oip.Limits{
 		MaxInputs:      cfg.Limits.MaxInputs,
@@ -124,7 +155,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		Handler: httpapi.New(httpapi.Options{
 			Registry: reg, Handler: handler, Limits: limits,
 			MaxBodyBytes: cfg.Limits.MaxBodyBytes,
-			Ready:        &s.ready, Logger: log,
+			Ready:        &s.ready, Gate: s.access.gate, Admin: s.adminAPI(), Logger: log,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
@@ -132,20 +163,26 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	s.grpc = grpc.NewServer(grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, log)...)
+	gopts := grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, s.access.gate, log)
+	if s.tls != nil {
+		s.http.TLSConfig = s.tls.TLSConfig()
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(s.tls.TLSConfig("h2"))))
+	}
+	s.grpc = grpc.NewServer(gopts...)
 	pb.RegisterGRPCInferenceServiceServer(s.grpc, grpcapi.New(grpcapi.Options{
 		Registry: reg, Handler: handler, Limits: limits,
 		Ready: &s.ready, Logger: log,
 	}))
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		reg.Close()
-		return nil, fmt.Errorf("http listen: %w", err)
+		return fail(fmt.Errorf("http listen: %w", err))
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.httpLn.Close()
-		reg.Close()
-		return nil, fmt.Errorf("grpc listen: %w", err)
+		return fail(fmt.Errorf("grpc listen: %w", err))
+	}
+	if s.tls != nil {
+		s.httpLn = tls.NewListener(s.httpLn, s.http.TLSConfig)
 	}
 	return s, nil
 }
@@ -190,6 +227,53 @@ func (s *Server) Reload() (repository.ReloadResult, error) {
 	return res, err
 }
 
+// adminAPI returns the admin API's handler.
+func (s *Server) adminAPI() http.Handler {
+	o := adminapi.Options{
+		ReloadModels: func() (any, error) { return s.Reload() },
+		Logger:       s.log,
+	}
+	if s.access.keys != nil {
+		o.Keys = s.access.keys
+	}
+	if s.access.authz != nil && s.access.policy != "" {
+		o.ReloadPolicy = s.ReloadPolicy
+	}
+	if s.access.audit != nil {
+		o.AuditStatus = func() any { return s.AuditStatus() }
+	}
+	return adminapi.New(o)
+}
+
+// ReloadPolicy reads the authorization policy file again; a file that
+// fails to load leaves the current policy in force.
+func (s *Server) ReloadPolicy() (string, error) {
+	if s.access.authz == nil || s.access.policy == "" {
+		return "", errors.New("no policy file configured")
+	}
+	if err := s.access.authz.Reload(); err != nil {
+		return "", err
+	}
+	return s.access.authz.Policy().Digest(), nil
+}
+
+// AuditStatus is what GET /admin/v1/audit/status reports.
+type AuditStatus struct {
+	Healthy bool        `json:"healthy"`
+	Log     audit.Stats `json:"log"`
+	Gate    any         `json:"gate"`
+}
+
+// AuditStatus reports the audit log's and the gate's counters.
+func (s *Server) AuditStatus() AuditStatus {
+	st := AuditStatus{Gate: s.access.gate.Stats()}
+	if l := s.access.audit; l != nil {
+		st.Healthy = l.Healthy() == nil
+		st.Log = l.Stats()
+	}
+	return st
+}
+
 // InFlight returns the number of inference requests in the pipeline.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
@@ -204,6 +288,9 @@ func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
 // and frees the models.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
+	if s.tls != nil {
+		go s.tls.Run(ctx)
+	}
 	go func() { errc <- s.http.Serve(s.httpLn) }()
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
 	s.ready.Store(len(s.Registry.Models()) > 0)
@@ -252,6 +339,7 @@ func (s *Server) shutdown() {
 		s.grpc.Stop()
 	}
 	s.Registry.Close()
+	s.access.close()
 	if s.store != nil {
 		s.store.Close()
 	}

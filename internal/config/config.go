@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +53,102 @@ type Config struct {
 	// ShutdownTimeout bounds how long a graceful shutdown waits for
 	// in-flight requests.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// TLS secures both listeners; on unless plaintext is asked for.
+	TLS TLS `yaml:"tls"`
+	// Auth says who may call: authenticators, the authorization policy.
+	Auth Auth `yaml:"auth"`
+	// Audit records every request, allowed or denied.
+	Audit Audit `yaml:"audit"`
+}
+
+// TLS configures transport security for the REST and gRPC listeners.
+type TLS struct {
+	// Plaintext serves both listeners without TLS. Only when asked for:
+	// aegis doctor flags it and strict mode refuses it.
+	Plaintext bool `yaml:"plaintext"`
+	// CertFile and KeyFile are the server's PEM certificate chain and key
+	// (mode 0600); both are reloaded when they change.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// MinVersion is "1.3" (the default) or "1.2" (AEAD suites only).
+	MinVersion string `yaml:"min_version"`
+	// ClientAuth is "none", "optional" (verified if presented) or
+	// "require" (mTLS).
+	ClientAuth string `yaml:"client_auth"`
+	// ClientCAFile holds the CA certificates client certificates must
+	// chain to.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ReloadInterval is how often the files are checked for changes.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
+// Auth configures authentication and authorization.
+type Auth struct {
+	// Disabled serves every request as the principal "anonymous" with
+	// every permission. Development only: doctor flags it, strict mode
+	// refuses it.
+	Disabled bool `yaml:"disabled"`
+	// Methods are the authenticators, in the order they are tried:
+	// "mtls", "api_key", "jwt". The first that recognises a credential
+	// decides. Empty means mtls (when client certificates are requested),
+	// then api_key, then jwt (when configured).
+	Methods []string `yaml:"methods"`
+	// PolicyFile is the authorization policy: roles, bindings and deny
+	// rules. Without one every request is denied.
+	PolicyFile string `yaml:"policy_file"`
+	// PepperFile is the key API key secrets are hashed with (32 bytes,
+	// mode 0600; created if missing). Default: state_dir/apikey-pepper.
+	PepperFile string `yaml:"pepper_file"`
+	// JWT accepts bearer tokens from an OIDC provider.
+	JWT *JWT `yaml:"jwt"`
+}
+
+// JWT configures bearer tokens from an OIDC identity provider.
+type JWT struct {
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	// JWKSURL or JWKSFile: where the provider's public keys are.
+	JWKSURL  string `yaml:"jwks_url"`
+	JWKSFile string `yaml:"jwks_file"`
+	// Algorithms allowed; default RS256 and ES256. Never "none" or HMAC.
+	Algorithms []string `yaml:"algorithms"`
+	// ClockSkew tolerated on exp, nbf and iat; default 60s.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// RefreshInterval is how often the JWKS is fetched again; default 5m.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// SubjectClaim (default "sub") names the principal: "jwt:<value>".
+	SubjectClaim string `yaml:"subject_claim"`
+	// GroupsClaim (default "groups") lists groups, bound as "group:<name>".
+	GroupsClaim string `yaml:"groups_claim"`
+	// RolesClaim names a claim whose values RoleMap turns into roles.
+	RolesClaim string              `yaml:"roles_claim"`
+	RoleMap    map[string][]string `yaml:"role_map"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	// Disabled turns the audit log off. Development only: doctor flags it,
+	// strict mode refuses it.
+	Disabled bool `yaml:"disabled"`
+	// Path is the current log file; rotated files sit beside it. Default:
+	// state_dir/audit/audit.log.
+	Path string `yaml:"path"`
+	// Durable fsyncs every record before its response is sent (concurrent
+	// records share one fsync). Otherwise a record is handed to the
+	// operating system before its response is sent.
+	Durable bool `yaml:"durable"`
+	// MaxFileBytes rotates the file past this size; default 256 MiB.
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+	// CheckpointEvery and CheckpointInterval: a signed checkpoint after
+	// this many records or this long, whichever comes first.
+	CheckpointEvery    int           `yaml:"checkpoint_every"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// KeyDir holds the Ed25519 key checkpoints are signed with
+	// (audit-signing.key, its public key audit-signing.pub for verifiers)
+	// and the key tensors are hashed with (audit-hmac.key); created on
+	// first start. Default: state_dir.
+	KeyDir string `yaml:"key_dir"`
 }
 
 // Log configures structured logging.
@@ -177,6 +275,12 @@ func Default() Config {
 		WatchRepository: true,
 		ReloadDebounce:  500 * time.Millisecond,
 		ShutdownTimeout: 30 * time.Second,
+		TLS:             TLS{MinVersion: "1.3", ClientAuth: "none", ReloadInterval: 5 * time.Second},
+		Audit: Audit{
+			MaxFileBytes:       256 << 20,
+			CheckpointEvery:    1000,
+			CheckpointInterval: time.Minute,
+		},
 	}
 }
 
@@ -270,6 +374,143 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout: %s must be positive", c.ShutdownTimeout)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if err := c.Auth.Validate(c.TLS); err != nil {
+		return err
+	}
+	if err := c.Audit.Validate(); err != nil {
+		return err
+	}
+	needState := (!c.Auth.Disabled && c.Auth.PepperFile == "") ||
+		(!c.Audit.Disabled && (c.Audit.Path == "" || c.Audit.KeyDir == ""))
+	if needState && c.StateDir == "" {
+		return errors.New("state_dir: must be set for API keys and the audit log (or set their files)")
+	}
+	return nil
+}
+
+// PepperPath is the API key pepper file: auth.pepper_file, or
+// state_dir/apikey-pepper.
+func (c *Config) PepperPath() string { return orState(c.Auth.PepperFile, c.StateDir, "apikey-pepper") }
+
+// AuditPath is the audit log: audit.path, or state_dir/audit/audit.log.
+func (c *Config) AuditPath() string {
+	return orState(c.Audit.Path, c.StateDir, filepath.Join("audit", "audit.log"))
+}
+
+// AuditKeyDir is the directory of the audit keys: audit.key_dir, or
+// state_dir.
+func (c *Config) AuditKeyDir() string { return orState(c.Audit.KeyDir, c.StateDir, "") }
+
+func orState(set, stateDir, name string) string {
+	if set != "" || stateDir == "" {
+		return set
+	}
+	if name == "" {
+		return stateDir
+	}
+	return filepath.Join(stateDir, name)
+}
+
+// Validate checks the TLS settings.
+func (t TLS) Validate() error {
+	if t.Plaintext {
+		if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
+			return errors.New("tls.plaintext: cannot be set with cert_file, key_file or client_ca_file")
+		}
+		return nil
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		return errors.New("tls: set cert_file and key_file (aegis certs init makes a local CA), or tls.plaintext: true")
+	}
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	default:
+		return fmt.Errorf("tls.min_version: %q is not 1.2 or 1.3", t.MinVersion)
+	}
+	switch t.ClientAuth {
+	case "none":
+	case "optional", "require":
+		if t.ClientCAFile == "" {
+			return fmt.Errorf("tls.client_ca_file: must be set for client_auth %s", t.ClientAuth)
+		}
+	default:
+		return fmt.Errorf("tls.client_auth: %q is not none, optional or require", t.ClientAuth)
+	}
+	if t.ReloadInterval < 100*time.Millisecond {
+		return fmt.Errorf("tls.reload_interval: %s is below 100ms", t.ReloadInterval)
+	}
+	return nil
+}
+
+// AuthMethods are the authenticator names auth.methods accepts.
+var AuthMethods = []string{"mtls", "api_key", "jwt"}
+
+// Validate checks the authentication settings.
+func (a Auth) Validate(t TLS) error {
+	if a.Disabled {
+		if len(a.Methods) > 0 || a.JWT != nil || a.PolicyFile != "" {
+			return errors.New("auth.disabled: cannot be set with methods, jwt or policy_file")
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, m := range a.Methods {
+		if !slices.Contains(AuthMethods, m) {
+			return fmt.Errorf("auth.methods: %q is not one of %s", m, strings.Join(AuthMethods, ", "))
+		}
+		if seen[m] {
+			return fmt.Errorf("auth.methods: %q twice", m)
+		}
+		seen[m] = true
+	}
+	if seen["jwt"] && a.JWT == nil {
+		return errors.New("auth.methods: jwt needs auth.jwt")
+	}
+	if seen["mtls"] && (t.Plaintext || t.ClientAuth == "none") {
+		return errors.New("auth.methods: mtls needs tls.client_auth optional or require")
+	}
+	if j := a.JWT; j != nil {
+		switch {
+		case j.Issuer == "":
+			return errors.New("auth.jwt.issuer: must be set")
+		case len(j.Audiences) == 0:
+			return errors.New("auth.jwt.audiences: must be set")
+		case (j.JWKSURL == "") == (j.JWKSFile == ""):
+			return errors.New("auth.jwt: set one of jwks_url, jwks_file")
+		case j.JWKSURL != "" && !strings.HasPrefix(j.JWKSURL, "https://") && !strings.HasPrefix(j.JWKSURL, "http://"):
+			return fmt.Errorf("auth.jwt.jwks_url: %q is not an http(s) URL", j.JWKSURL)
+		case j.ClockSkew < 0 || j.ClockSkew > 10*time.Minute:
+			return fmt.Errorf("auth.jwt.clock_skew: %s is not within 0..10m", j.ClockSkew)
+		case j.RefreshInterval < 0:
+			return fmt.Errorf("auth.jwt.refresh_interval: %s is negative", j.RefreshInterval)
+		}
+		for _, alg := range j.Algorithms {
+			switch alg {
+			case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
+			default:
+				return fmt.Errorf("auth.jwt.algorithms: %q is not an asymmetric JWS algorithm", alg)
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks the audit settings.
+func (a Audit) Validate() error {
+	if a.Disabled {
+		return nil
+	}
+	switch {
+	case a.MaxFileBytes < 4096:
+		return fmt.Errorf("audit.max_file_bytes: %d is below 4096", a.MaxFileBytes)
+	case a.CheckpointEvery < 1:
+		return fmt.Errorf("audit.checkpoint_every: %d must be positive", a.CheckpointEvery)
+	case a.CheckpointInterval < time.Second:
+		return fmt.Errorf("audit.checkpoint_interval: %s is below 1s", a.CheckpointInterval)
 	}
 	return nil
 }

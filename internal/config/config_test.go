@@ -26,6 +26,9 @@ limits:
   max_body_bytes: 1048576
   queue_timeout: 5s
 runtime: {sessions: 2}
+state_dir: /var/lib/aegis
+tls: {cert_file: /etc/aegis/server.crt, key_file: /etc/aegis/server.key}
+auth: {policy_file: /etc/aegis/policy.yaml}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -41,6 +44,15 @@ runtime: {sessions: 2}
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("valid config refused: %v", err)
+	}
+	if cfg.TLS.MinVersion != "1.3" || cfg.TLS.ClientAuth != "none" || cfg.Audit.Durable || cfg.Auth.Disabled {
+		t.Errorf("security defaults: %+v %+v %+v", cfg.TLS, cfg.Audit, cfg.Auth)
+	}
+	if got := cfg.AuditPath(); got != "/var/lib/aegis/audit/audit.log" {
+		t.Errorf("audit path %q", got)
+	}
+	if got := cfg.PepperPath(); got != "/var/lib/aegis/apikey-pepper" {
+		t.Errorf("pepper path %q", got)
 	}
 }
 
@@ -77,11 +89,34 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"onnxruntime.library", func(c *Config) { c.ONNXRuntime.Library = "" }},
 		{"runtime.sessions", func(c *Config) { c.Runtime.Sessions = -1 }},
 		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }},
+		{"tls", func(c *Config) { c.TLS.CertFile = "" }},
+		{"tls.plaintext", func(c *Config) { c.TLS.Plaintext = true }},
+		{"tls.min_version", func(c *Config) { c.TLS.MinVersion = "1.1" }},
+		{"tls.client_auth", func(c *Config) { c.TLS.ClientAuth = "maybe" }},
+		{"tls.client_ca_file", func(c *Config) { c.TLS.ClientAuth = "require" }},
+		{"auth.methods", func(c *Config) { c.Auth.Methods = []string{"basic"} }},
+		{"auth.methods", func(c *Config) { c.Auth.Methods = []string{"jwt"} }},
+		{"auth.methods", func(c *Config) { c.Auth.Methods = []string{"mtls"} }},
+		{"auth.disabled", func(c *Config) { c.Auth.Disabled = true }},
+		{"auth.jwt.issuer", func(c *Config) { c.Auth.JWT = &JWT{Audiences: []string{"a"}, JWKSFile: "k"} }},
+		{"auth.jwt.algorithms", func(c *Config) {
+			c.Auth.JWT = &JWT{Issuer: "i", Audiences: []string{"a"}, JWKSFile: "k", Algorithms: []string{"HS256"}}
+		}},
+		{"auth.jwt.algorithms", func(c *Config) {
+			c.Auth.JWT = &JWT{Issuer: "i", Audiences: []string{"a"}, JWKSFile: "k", Algorithms: []string{"none"}}
+		}},
+		{"auth.jwt", func(c *Config) { c.Auth.JWT = &JWT{Issuer: "i", Audiences: []string{"a"}} }},
+		{"audit.checkpoint_every", func(c *Config) { c.Audit.CheckpointEvery = 0 }},
+		{"state_dir", func(c *Config) { c.StateDir = "" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.field, func(t *testing.T) {
 			c := Default()
-			c.ModelRepository = "/m"
+			c.ModelRepository, c.StateDir = "/m", "/s"
+			c.TLS.CertFile, c.TLS.KeyFile, c.Auth.PolicyFile = "/c", "/k", "/p"
+			if err := c.Validate(); err != nil {
+				t.Fatalf("base config refused: %v", err)
+			}
 			tc.edit(&c)
 			err := c.Validate()
 			if err == nil || !strings.HasPrefix(err.Error(), tc.field+":") {

@@ -29,6 +29,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
@@ -157,6 +158,8 @@ func Run(env Env) Report {
 		checkWritable(scan),
 		checkListener("http_addr", cfg.HTTPAddr),
 		checkListener("grpc_addr", cfg.GRPCAddr),
+		checkTLS(cfg.TLS, time.Now()),
+		checkAccess(cfg),
 		checkLibrary(cfg.ONNXRuntime, env.Library),
 	)
 	return Report{Checks: checks}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/aegis-inference/aegis/internal/tlsconf"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -79,6 +80,13 @@ func goodEnv(t *testing.T) Env {
 	t.Helper()
 	cfg := config.Default()
 	cfg.ModelRepository = makeRepo(t, "digits/1/model.onnx")
+	pki := t.TempDir()
+	if _, err := tlsconf.InitDir(pki, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = filepath.Join(pki, tlsconf.ServerCertFile), filepath.Join(pki, tlsconf.ServerKeyFile)
+	cfg.StateDir = t.TempDir()
+	cfg.Auth.PolicyFile = filepath.Join(t.TempDir(), "policy.yaml")
 	return Env{
 		Config:  cfg,
 		Process: confined(),
@@ -117,7 +125,7 @@ func TestRunReportsEveryCheckInOrder(t *testing.T) {
 		}
 	}
 	want := []string{"config", "user", "dumpable", "core_limit", "memlock", "no_new_privs", "seccomp",
-		"keys", "trusted_keys", "model_repository", "model_writable", "http_addr", "grpc_addr", "onnxruntime"}
+		"keys", "trusted_keys", "model_repository", "model_writable", "http_addr", "grpc_addr", "tls", "access", "onnxruntime"}
 	if !slices.Equal(names, want) {
 		t.Errorf("got checks %q, want %q", names, want)
 	}

@@ -47,6 +47,18 @@ type Request struct {
 	Target Target
 }
 
+// BatchOf returns the request's batch size: the largest first dimension of
+// its inputs (0 for scalars only).
+func BatchOf(req *Request) int64 {
+	var b int64
+	for i := range req.Inputs {
+		if s := req.Inputs[i].Shape; len(s) > 0 && s[0] > b {
+			b = s[0]
+		}
+	}
+	return b
+}
+
 // Target is a resolved model version: what a stage may learn about the
 // model it is about to run.
 type Target interface {
@@ -69,6 +81,15 @@ type Response struct {
 type OutputTensor struct {
 	tensor.Tensor
 	Binary bool
+}
+
+// Tensors returns the output tensors.
+func (r *Response) Tensors() []tensor.Tensor {
+	ts := make([]tensor.Tensor, len(r.Outputs))
+	for i := range r.Outputs {
+		ts[i] = r.Outputs[i].Tensor
+	}
+	return ts
 }
 
 // SetRelease records the function that frees the response's output memory.

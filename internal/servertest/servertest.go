@@ -76,9 +76,13 @@ type Server struct {
 }
 
 // Config returns a configuration for a loopback test server on ephemeral
-// ports serving repo.
+// ports serving repo, with TLS, authentication and the audit log off: an
+// open server for protocol tests. Tests of access control use Secure.
 func Config(tb testing.TB, repo string) config.Config {
 	cfg := config.Default()
+	cfg.TLS.Plaintext = true
+	cfg.Auth.Disabled = true
+	cfg.Audit.Disabled = true
 	cfg.ModelRepository = repo
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"
@@ -99,7 +103,11 @@ func Start(tb testing.TB, cfg config.Config) *Server {
 		tb.Fatalf("start server: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Server: srv, HTTPURL: "http://" + srv.HTTPAddr(), cancel: cancel, done: make(chan error, 1)}
+	scheme := "https://"
+	if cfg.TLS.Plaintext {
+		scheme = "http://"
+	}
+	s := &Server{Server: srv, HTTPURL: scheme + srv.HTTPAddr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- srv.Serve(ctx) }()
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {

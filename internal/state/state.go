@@ -52,6 +52,10 @@ func OpenBolt(dir string) (*Bolt, error) {
 	return &Bolt{db: db}, nil
 }
 
+// DB returns the underlying database, for components that keep their own
+// buckets in it (API keys).
+func (b *Bolt) DB() *bolt.DB { return b.db }
+
 // Close closes the store.
 func (b *Bolt) Close() error { return b.db.Close() }
 

@@ -12,10 +12,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/aegis-inference/aegis/internal/access"
 	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/authz"
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
@@ -49,15 +53,124 @@ func New(opts Options) *Service {
 	return &Service{Options: opts}
 }
 
-// ServerOptions returns the grpc.Server options that enforce Aegis's limits
-// and keep the server up when a handler panics.
-func ServerOptions(maxMessageBytes int64, log *slog.Logger) []grpc.ServerOption {
+// ServerOptions returns the grpc.Server options that enforce Aegis's limits,
+// keep the server up when a handler panics, and pass every call but the
+// health probes through the gate (unknown methods included, so they are
+// authenticated and audited too).
+func ServerOptions(maxMessageBytes int64, gate *access.Gate, log *slog.Logger) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(maxMessageBytes)),
 		grpc.MaxSendMsgSize(int(maxMessageBytes) * 4),
-		grpc.ChainUnaryInterceptor(recoverInterceptor(log)),
+		grpc.ChainUnaryInterceptor(recoverInterceptor(log), gateInterceptor(gate, log)),
+		grpc.UnknownServiceHandler(unknownHandler(gate, log)),
 	}
 }
+
+// Health probes stay open.
+const (
+	methodServerLive  = "/inference.GRPCInferenceService/ServerLive"
+	methodServerReady = "/inference.GRPCInferenceService/ServerReady"
+)
+
+// begin authenticates a call; the error is the status to return.
+func begin(ctx context.Context, gate *access.Gate) (*access.Ticket, error) {
+	id := pipeline.NewRequestID()
+	call := access.Call{Transport: "grpc", RequestID: id}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("authorization"); len(v) == 1 {
+			call.Creds.Authorization = v[0]
+		} else if len(v) > 1 {
+			call.Creds.Authorization = "\x00multiple" // refused as malformed
+		}
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		call.Client = p.Addr.String()
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			call.Creds.PeerCertificates = ti.State.VerifiedChains[0]
+		}
+	}
+	t, err := gate.Begin(ctx, call)
+	if err != nil {
+		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
+		return nil, toStatus(err)
+	}
+	return t, nil
+}
+
+// finish writes the call's audit record; a call whose record cannot be
+// written fails with Unavailable instead of its response.
+func finish(ctx context.Context, t *access.Ticket, err error) error {
+	code, msg := codes.OK, ""
+	if err != nil {
+		st, _ := status.FromError(err)
+		code, msg = st.Code(), st.Message()
+	}
+	if ferr := t.Finish(HTTPStatusOf(code), msg); ferr != nil {
+		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", t.RequestID()))
+		return toStatus(ferr)
+	}
+	return err
+}
+
+func gateInterceptor(gate *access.Gate, log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == methodServerLive || info.FullMethod == methodServerReady {
+			return h(ctx, req)
+		}
+		t, err := begin(ctx, gate)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := h(access.WithTicket(ctx, t), req)
+		if err = finish(ctx, t, err); err != nil {
+			return nil, err
+		}
+		return resp, nil
+	}
+}
+
+// unknownHandler answers methods the server does not implement, after
+// authentication, with Unimplemented, and audits them.
+func unknownHandler(gate *access.Gate, log *slog.Logger) grpc.StreamHandler {
+	return func(srv any, stream grpc.ServerStream) error {
+		ctx := stream.Context()
+		t, err := begin(ctx, gate)
+		if err != nil {
+			return err
+		}
+		return finish(ctx, t, status.Error(codes.Unimplemented, "unknown method"))
+	}
+}
+
+// HTTPStatusOf maps a gRPC code to the HTTP status the audit log records.
+func HTTPStatusOf(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return 200
+	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:
+		return 400
+	case codes.Unauthenticated:
+		return 401
+	case codes.PermissionDenied:
+		return 403
+	case codes.NotFound:
+		return 404
+	case codes.ResourceExhausted:
+		return 429
+	case codes.Canceled:
+		return 499
+	case codes.Unimplemented:
+		return 501
+	case codes.Unavailable:
+		return 503
+	case codes.DeadlineExceeded:
+		return 504
+	}
+	return 500
+}
+
+// ticket returns the call's ticket.
+func ticket(ctx context.Context) *access.Ticket { return access.TicketFrom(ctx) }
 
 func recoverInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
@@ -82,11 +195,18 @@ func (s *Service) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.Serv
 }
 
 // ServerMetadata implements the RPC.
-func (s *Service) ServerMetadata(context.Context, *pb.ServerMetadataRequest) (*pb.ServerMetadataResponse, error) {
+func (s *Service) ServerMetadata(ctx context.Context, _ *pb.ServerMetadataRequest) (*pb.ServerMetadataResponse, error) {
+	ticket(ctx).Authenticated("server_metadata")
 	return &pb.ServerMetadataResponse{Name: httpapi.ServerName, Version: httpapi.ServerVersion, Extensions: httpapi.Extensions}, nil
 }
 
-func (s *Service) resolve(name, version string) (*repository.Model, *repository.Version, error) {
+// resolve authorizes perm on the named model and version, then finds them.
+// A caller not allowed to see a model gets PermissionDenied whether or not
+// it exists.
+func (s *Service) resolve(ctx context.Context, perm authz.Permission, name, version string) (*repository.Model, *repository.Version, error) {
+	if err := ticket(ctx).Authorize(perm, name, version); err != nil {
+		return nil, nil, s.fail(ctx, err)
+	}
 	m, ok := s.Registry.Get(name)
 	if !ok {
 		return nil, nil, toStatus(infer.NotFound(name, version))
@@ -100,7 +220,7 @@ func (s *Service) resolve(name, version string) (*repository.Model, *repository.
 
 // ModelReady implements the RPC.
 func (s *Service) ModelReady(ctx context.Context, r *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
-	if _, _, err := s.resolve(r.GetName(), r.GetVersion()); err != nil {
+	if _, _, err := s.resolve(ctx, authz.Metadata, r.GetName(), r.GetVersion()); err != nil {
 		return nil, err
 	}
 	return &pb.ModelReadyResponse{Ready: true}, nil
@@ -108,7 +228,7 @@ func (s *Service) ModelReady(ctx context.Context, r *pb.ModelReadyRequest) (*pb.
 
 // ModelMetadata implements the RPC.
 func (s *Service) ModelMetadata(ctx context.Context, r *pb.ModelMetadataRequest) (*pb.ModelMetadataResponse, error) {
-	m, v, err := s.resolve(r.GetName(), r.GetVersion())
+	m, v, err := s.resolve(ctx, authz.Metadata, r.GetName(), r.GetVersion())
 	if err != nil {
 		return nil, err
 	}
@@ -125,15 +245,24 @@ func (s *Service) ModelMetadata(ctx context.Context, r *pb.ModelMetadataRequest)
 
 // ModelInfer implements the RPC.
 func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	t := ticket(ctx)
+	if err := t.Authorize(authz.Infer, r.GetModelName(), r.GetModelVersion()); err != nil {
+		return nil, s.fail(ctx, err)
+	}
 	req, raw, err := decodeRequest(r, s.Limits)
 	if err != nil {
 		return nil, s.fail(ctx, err)
 	}
+	if err := t.CheckBatch(pipeline.BatchOf(req)); err != nil {
+		return nil, s.fail(ctx, err)
+	}
 	resp, err := s.Handler.Infer(ctx, req)
 	if err != nil {
+		t.Tensors(req.Inputs, nil)
 		return nil, s.fail(ctx, err)
 	}
 	defer resp.Release()
+	t.Tensors(req.Inputs, resp.Tensors())
 	out, err := encodeResponse(resp, raw)
 	if err != nil {
 		return nil, s.fail(ctx, err)
@@ -141,10 +270,10 @@ func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.
 	return out, nil
 }
 
-// fail logs err under a new request id, sends the id as the x-request-id
-// header, and returns err's status.
+// fail logs err under the call's request id, sends the id as the
+// x-request-id header, and returns err's status.
 func (s *Service) fail(ctx context.Context, err error) error {
-	id := pipeline.NewRequestID()
+	id := ticket(ctx).RequestID()
 	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
 	kind, _ := apierr.Public(err)
 	level := slog.LevelInfo

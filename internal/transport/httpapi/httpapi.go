@@ -18,7 +18,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/aegis-inference/aegis/internal/access"
 	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/authn"
+	"github.com/aegis-inference/aegis/internal/authz"
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/pipeline"
@@ -46,7 +49,12 @@ type Options struct {
 	// MaxBodyBytes bounds a request body; larger bodies get 413.
 	MaxBodyBytes int64
 	// Ready reports whether the server accepts traffic.
-	Ready  *atomic.Bool
+	Ready *atomic.Bool
+	// Gate authenticates, authorizes and audits every request but the
+	// health probes.
+	Gate *access.Gate
+	// Admin serves the admin API under /admin/; nil leaves it out.
+	Admin  http.Handler
 	Logger *slog.Logger
 }
 
@@ -62,16 +70,18 @@ func New(opts Options) http.Handler {
 	}
 	a := &api{Options: opts}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/health/live", a.live)
-	mux.HandleFunc("GET /v2/health/ready", a.ready)
 	mux.HandleFunc("GET /v2", a.serverMetadata)
+	mux.HandleFunc("GET /v2/models", a.listModels)
 	mux.HandleFunc("GET /v2/models/{name}", a.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.modelReady)
 	mux.HandleFunc("POST /v2/models/{name}/infer", a.infer)
 	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.infer)
-	return a.recover(mux)
+	if opts.Admin != nil {
+		mux.Handle("/admin/", opts.Admin)
+	}
+	return a.recover(a.guard(mux))
 }
 
 // recover turns a panic in a handler into a 500 and keeps the server up.
@@ -82,21 +92,105 @@ func (a *api) recover(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				id := pipeline.NewRequestID()
+				id := w.Header().Get("X-Request-Id")
 				a.Logger.Error("panic serving request", "request_id", id, "path", r.URL.Path, "panic", v)
 				writeError(w, id, apierr.New(apierr.Internal, "internal error"))
 			}
 		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// guard passes every request but the health probes through the gate:
+// authentication first, before any routing, so an unauthenticated client
+// learns nothing about which paths or models exist; then the handlers
+// authorize what the request names; and the request's audit record is
+// written as the response header goes out.
+func (a *api) guard(mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			switch r.URL.Path {
+			case "/v2/health/live":
+				a.live(w, r)
+				return
+			case "/v2/health/ready":
+				a.ready(w, r)
+				return
+			}
+		}
+		id := pipeline.NewRequestID()
+		w.Header().Set("X-Request-Id", id)
+		call := access.Call{Transport: "rest", Client: r.RemoteAddr, RequestID: id,
+			Creds: authn.Credentials{Authorization: r.Header.Get("Authorization")}}
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+			call.Creds.PeerCertificates = r.TLS.VerifiedChains[0]
+		}
+		t, err := a.Gate.Begin(r.Context(), call)
+		if err != nil {
+			a.fail(w, id, r, err)
+			return
+		}
+		aw := &auditWriter{ResponseWriter: w, t: t, a: a, r: r}
 		// Refuse rather than redirect paths that are not in canonical
 		// form (dot segments, doubled or trailing slashes): a model name
 		// is never reached by a path the client did not write.
 		if p := r.URL.EscapedPath(); path.Clean(p) != p {
-			writeError(w, pipeline.NewRequestID(), apierr.New(apierr.NotFound, "not found"))
+			a.fail(aw, id, r, apierr.New(apierr.NotFound, "not found"))
 			return
 		}
-		next.ServeHTTP(w, r)
+		mux.ServeHTTP(aw, r.WithContext(access.WithTicket(r.Context(), t)))
+		if !aw.wrote {
+			aw.WriteHeader(http.StatusOK)
+		}
 	})
 }
+
+// auditWriter writes the request's audit record when the handler sends
+// the response header, and sends 503 instead if the record cannot be
+// written.
+type auditWriter struct {
+	http.ResponseWriter
+	t       *access.Ticket
+	a       *api
+	r       *http.Request
+	wrote   bool
+	dropped bool // the handler's response was replaced: discard its body
+	errMsg  string
+}
+
+func (w *auditWriter) WriteHeader(status int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	if err := w.t.Finish(status, w.errMsg); err != nil {
+		w.dropped = true
+		h := w.Header()
+		for _, k := range []string{"Content-Length", "Content-Type", HeaderLength} {
+			h.Del(k)
+		}
+		w.a.fail(w.ResponseWriter, w.t.RequestID(), w.r, err)
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// SetError records the public error message the response carries, for the
+// audit record.
+func (w *auditWriter) SetError(msg string) { w.errMsg = msg }
+
+func (w *auditWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.dropped {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ticket returns the request's ticket.
+func ticket(r *http.Request) *access.Ticket { return access.TicketFrom(r.Context()) }
 
 func (a *api) live(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"live": true})
@@ -117,6 +211,7 @@ type serverMetadata struct {
 }
 
 func (a *api) serverMetadata(w http.ResponseWriter, r *http.Request) {
+	ticket(r).Authenticated("server_metadata")
 	writeJSON(w, http.StatusOK, serverMetadata{Name: ServerName, Version: ServerVersion, Extensions: Extensions})
 }
 
@@ -173,8 +268,35 @@ func specs(s []tensor.Spec) []TensorMetadata {
 	return out
 }
 
-func (a *api) resolve(w http.ResponseWriter, r *http.Request) (*repository.Model, *repository.Version, bool) {
+// listModels answers GET /v2/models (an Aegis extension): the models the
+// caller may see, and nothing about the others.
+func (a *api) listModels(w http.ResponseWriter, r *http.Request) {
+	t := ticket(r)
+	if err := t.Authorize(authz.List, "", ""); err != nil {
+		a.fail(w, t.RequestID(), r, err)
+		return
+	}
+	var names []string
+	for _, m := range a.Registry.Models() {
+		names = append(names, m.Name)
+	}
+	names = t.Visible(names)
+	if names == nil {
+		names = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"models": names})
+}
+
+// resolve authorizes perm on the model and version the path names, then
+// finds them. A caller not allowed to see a model gets 403 whether or not
+// it exists.
+func (a *api) resolve(w http.ResponseWriter, r *http.Request, perm authz.Permission) (*repository.Model, *repository.Version, bool) {
 	name, version := r.PathValue("name"), r.PathValue("version")
+	t := ticket(r)
+	if err := t.Authorize(perm, name, version); err != nil {
+		a.fail(w, t.RequestID(), r, err)
+		return nil, nil, false
+	}
 	m, ok := a.Registry.Get(name)
 	var v *repository.Version
 	var err error
@@ -182,14 +304,14 @@ func (a *api) resolve(w http.ResponseWriter, r *http.Request) (*repository.Model
 		v, err = a.Registry.Resolve(name, version)
 	}
 	if !ok || err != nil {
-		writeError(w, pipeline.NewRequestID(), infer.NotFound(name, version))
+		a.fail(w, t.RequestID(), r, infer.NotFound(name, version))
 		return nil, nil, false
 	}
 	return m, v, true
 }
 
 func (a *api) modelMetadata(w http.ResponseWriter, r *http.Request) {
-	m, v, ok := a.resolve(w, r)
+	m, v, ok := a.resolve(w, r, authz.Metadata)
 	if !ok {
 		return
 	}
@@ -197,7 +319,7 @@ func (a *api) modelMetadata(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) modelReady(w http.ResponseWriter, r *http.Request) {
-	m, _, ok := a.resolve(w, r)
+	m, _, ok := a.resolve(w, r, authz.Metadata)
 	if !ok {
 		return
 	}
@@ -205,8 +327,12 @@ func (a *api) modelReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) infer(w http.ResponseWriter, r *http.Request) {
-	id := pipeline.NewRequestID()
-	w.Header().Set("X-Request-Id", id)
+	t := ticket(r)
+	id := t.RequestID()
+	if err := t.Authorize(authz.Infer, r.PathValue("name"), r.PathValue("version")); err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
 	bufp := a.getBuf()
 	defer a.putBuf(bufp)
 	base, body, err := readBody(r, a.MaxBodyBytes, (*bufp)[:0], binaryStart(r))
@@ -221,12 +347,18 @@ func (a *api) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Model, req.Version = r.PathValue("name"), r.PathValue("version")
+	if err := t.CheckBatch(pipeline.BatchOf(req)); err != nil {
+		a.fail(w, id, r, err)
+		return
+	}
 	resp, err := a.Handler.Infer(r.Context(), req)
 	if err != nil {
+		t.Tensors(req.Inputs, nil)
 		a.fail(w, id, r, err)
 		return
 	}
 	defer resp.Release()
+	t.Tensors(req.Inputs, resp.Tensors())
 	out := a.getBuf()
 	defer a.putBuf(out)
 	js, bins, err := oip.AppendInferResponse((*out)[:0], resp)
@@ -400,7 +532,10 @@ func readBody(r *http.Request, limit int64, buf []byte, bin int) (base, body []b
 }
 
 func (a *api) fail(w http.ResponseWriter, id string, r *http.Request, err error) {
-	kind, _ := apierr.Public(err)
+	kind, msg := apierr.Public(err)
+	if aw, ok := w.(*auditWriter); ok {
+		aw.SetError(msg)
+	}
 	level := slog.LevelInfo
 	if kind == apierr.Internal {
 		level = slog.LevelError
