@@ -219,7 +219,9 @@ func (j *JWT) verify(ctx context.Context, tok string, now time.Time) (*pipeline.
 	if len(cands) == 0 {
 		// Perhaps the provider rotated its keys. The refresh is rate
 		// limited, so random kids cannot make us hammer the provider.
-		_ = j.keys.refresh(ctx, false)
+		if err := j.keys.refresh(ctx, false); err != nil && err != errRateLimited && ctx.Err() == nil {
+			j.log.Warn("jwks refresh for an unknown kid failed; keeping the previous keys", "err", err)
+		}
 		ks = j.keys.current()
 		cands = ks.byKid[h.KeyID]
 		if len(cands) == 0 {

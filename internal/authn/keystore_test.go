@@ -488,6 +488,9 @@ func TestPepperFile(t *testing.T) {
 	if bytes.Equal(p1, make([]byte, PepperSize)) {
 		t.Fatal("pepper is all zero")
 	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("directory holds %d entries after creation, want only the pepper", len(ents))
+	}
 	p2, err := LoadOrCreatePepper(path)
 	if err != nil || !bytes.Equal(p1, p2) {
 		t.Fatalf("reload: got %x, %v; want %x", p2, err, p1)

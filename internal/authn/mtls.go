@@ -14,9 +14,9 @@ import (
 // VerifyClientCertIfGiven) and the client CA, and pass VerifiedChains[0].
 //
 // The principal is the leaf's SPIFFE ID if it has exactly one "spiffe://"
-// URI SAN, and "cert:" + its subject DN if it has none. A leaf with more
-// than one SPIFFE URI, a malformed SPIFFE URI, or neither a SPIFFE URI nor
-// a subject is refused. Principal.Expires is the leaf's NotAfter.
+// URI SAN, and "cert:" + its subject DN (RFC 2253 form) if it has none. A
+// leaf with more than one SPIFFE URI, a malformed SPIFFE URI, or neither a
+// SPIFFE URI nor a printable subject is refused. Principal.Expires is the leaf's NotAfter.
 //
 // The zero value is ready to use.
 type MTLS struct{}
@@ -27,6 +27,8 @@ const (
 	reasonMTLSManySPIFFE  = "mtls: more than one spiffe id"
 	reasonMTLSBadSPIFFE   = "mtls: malformed spiffe id"
 	reasonMTLSNoIdentity  = "mtls: certificate names no identity"
+	reasonMTLSBadSubject  = "mtls: subject too long or unprintable"
+	maxSubjectDNLen       = 1024
 	maxSPIFFEIDLen        = 2048
 	spiffeScheme          = "spiffe"
 	spiffePrefixLowercase = "spiffe://"
@@ -61,8 +63,11 @@ func (MTLS) Authenticate(_ context.Context, c Credentials) (*pipeline.Principal,
 		p.ID = id
 	default:
 		dn := leaf.Subject.String()
-		if dn == "" {
+		switch {
+		case dn == "":
 			return nil, invalid(pipeline.MethodMTLS, reasonMTLSNoIdentity)
+		case len(dn) > maxSubjectDNLen || !printable(dn):
+			return nil, invalid(pipeline.MethodMTLS, reasonMTLSBadSubject)
 		}
 		p.ID = "cert:" + dn
 	}

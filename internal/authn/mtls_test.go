@@ -83,6 +83,7 @@ func TestMTLS(t *testing.T) {
 		{name: "spiffe id with an escaped slash", uris: []string{"spiffe://acme.example/a%2Fb"}, reason: reasonMTLSBadSPIFFE},
 		{name: "spiffe id without trust domain", uris: []string{"spiffe:///a"}, reason: reasonMTLSBadSPIFFE},
 		{name: "no identity at all", reason: reasonMTLSNoIdentity},
+		{name: "subject with a newline", subject: pkix.Name{CommonName: "a\nCN=admin"}, reason: reasonMTLSBadSubject},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

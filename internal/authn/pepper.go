@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // PepperSize is the size of the server key that API key hashes are keyed
@@ -21,14 +22,12 @@ const PepperSize = 32
 // Keep the pepper apart from the key store: a copy of the store without it
 // cannot test a guessed secret offline. Losing it invalidates every API key.
 func LoadOrCreatePepper(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	switch {
-	case err == nil:
-		return createPepper(f)
-	case !errors.Is(err, fs.ErrExist):
-		return nil, fmt.Errorf("create pepper %s: %w", path, err)
+	switch err := createPepper(path); {
+	case err == nil, errors.Is(err, fs.ErrExist):
+	default:
+		return nil, err
 	}
-	f, err = os.Open(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open pepper: %w", err)
 	}
@@ -54,19 +53,32 @@ func LoadOrCreatePepper(path string) ([]byte, error) {
 	return pepper[:PepperSize], nil
 }
 
-func createPepper(f *os.File) ([]byte, error) {
+// createPepper writes a new pepper to path unless a file is there
+// (fs.ErrExist). The file appears complete or not at all: it is written
+// and synced under a temporary name, then linked into place.
+func createPepper(path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fs.ErrExist
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pepper-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("create pepper: %w", err)
+	}
+	defer os.Remove(tmp.Name())
 	pepper := make([]byte, PepperSize)
 	rand.Read(pepper)
-	_, err := f.Write(pepper)
+	_, err = tmp.Write(pepper)
 	if err == nil {
-		err = f.Sync()
+		err = tmp.Sync()
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("write pepper: %w", err)
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
 	}
-	return pepper, nil
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create pepper: %w", err)
+	}
+	return err
 }
