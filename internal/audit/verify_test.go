@@ -166,7 +166,11 @@ func TestVerifyTamper(t *testing.T) {
 			}
 			rewriteFile(t, cp.file, func(ls [][]byte) [][]byte {
 				i := strings.Index(string(ls[cp.n-1]), `"sig":"`) + len(`"sig":"`) + 5
-				ls[cp.n-1][i] = "01"[ls[cp.n-1][i]&1]
+				if ls[cp.n-1][i] == '0' {
+					ls[cp.n-1][i] = '1'
+				} else {
+					ls[cp.n-1][i] = '0'
+				}
 				if string(ls[cp.n-1]) == string(cp.text)+"\n" {
 					t.Fatal("signature unchanged")
 				}
