@@ -204,7 +204,7 @@ func (pol *Policy) denied(p *pipeline.Principal, a Action, bit uint8, spiffe boo
 	consider(ix.anyone)
 	if spiffe {
 		for i := range ix.spiffe {
-			if matchSPIFFE(ix.spiffe[i].pattern, p.ID) {
+			if ix.spiffe[i].pattern.match(p.ID) {
 				consider(ix.spiffe[i].items)
 			}
 		}
@@ -230,7 +230,7 @@ func (pol *Policy) granted(p *pipeline.Principal, a Action, bit uint8, spiffe bo
 	}
 	if spiffe {
 		for i := range ix.spiffe {
-			if matchSPIFFE(ix.spiffe[i].pattern, p.ID) {
+			if ix.spiffe[i].pattern.match(p.ID) {
 				if r := firstGrant(ix.spiffe[i].items, a, bit); r != nil {
 					return r
 				}

@@ -1,8 +1,10 @@
 package authz
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/aegis-inference/aegis/internal/pipeline"
@@ -169,26 +171,26 @@ bindings:
 `)
 	alice := jwt("alice")
 	for model, want := range map[string]Decision{
-		"digits":           allow("role:r"),
-		"digits2":          deny(RuleDefaultDeny),
-		"digits.":          deny(RuleDefaultDeny),
-		"digits..":         deny(RuleDefaultDeny),
-		"Digits":           deny(RuleDefaultDeny),
-		"xdigits":          deny(RuleDefaultDeny),
-		"fraud-":           allow("role:r"),
-		"fraud-eu":         allow("role:r"),
-		"fraud":            deny(RuleDefaultDeny),
-		"fraud_eu":         deny(RuleDefaultDeny),
-		"v1":               allow("role:r"),
-		"v12":              deny(RuleDefaultDeny),
-		"fraud-eu/../x":    deny(RuleInvalidAction),
-		"fraud-%2e%2e":     deny(RuleInvalidAction),
-		"digits%00":        deny(RuleInvalidAction),
-		"digits\x00":       deny(RuleInvalidAction),
-		"digits ":          deny(RuleInvalidAction),
-		"-digits":          deny(RuleInvalidAction),
-		".digits":          deny(RuleInvalidAction),
-		"fraud-\u00e9":     deny(RuleInvalidAction),
+		"digits":                  allow("role:r"),
+		"digits2":                 deny(RuleDefaultDeny),
+		"digits.":                 deny(RuleDefaultDeny),
+		"digits..":                deny(RuleDefaultDeny),
+		"Digits":                  deny(RuleDefaultDeny),
+		"xdigits":                 deny(RuleDefaultDeny),
+		"fraud-":                  allow("role:r"),
+		"fraud-eu":                allow("role:r"),
+		"fraud":                   deny(RuleDefaultDeny),
+		"fraud_eu":                deny(RuleDefaultDeny),
+		"v1":                      allow("role:r"),
+		"v12":                     deny(RuleDefaultDeny),
+		"fraud-eu/../x":           deny(RuleInvalidAction),
+		"fraud-%2e%2e":            deny(RuleInvalidAction),
+		"digits%00":               deny(RuleInvalidAction),
+		"digits\x00":              deny(RuleInvalidAction),
+		"digits ":                 deny(RuleInvalidAction),
+		"-digits":                 deny(RuleInvalidAction),
+		".digits":                 deny(RuleInvalidAction),
+		"fraud-\u00e9":            deny(RuleInvalidAction),
 		string(make([]byte, 129)): deny(RuleInvalidAction),
 	} {
 		t.Run(model, func(t *testing.T) {
@@ -419,42 +421,63 @@ deny:
 
 func TestDecideDoesNotAllocate(t *testing.T) {
 	pol := examplePolicy(t)
-	p := mtls("spiffe://example.org/ns/canary/sa/worker")
-	p.Groups = []string{"a", "b", "ml-team"}
-	a := infer("fraud-eu", "2")
-	allocs := testing.AllocsPerRun(100, func() {
-		if !pol.Decide(p, a).Allow {
-			t.Fatal("denied")
+	for _, tc := range []struct {
+		p *pipeline.Principal
+		a Action
+	}{
+		{mtls("spiffe://example.org/ns/canary/sa/worker"), infer("fraud-eu", "2")},
+		{jwt("carol", "a", "b", "ml-team"), infer("fraud-eu", "2")},
+		{jwt("dave", "contractors"), infer("secret-x", "")},
+		{scoped(key("k", "operator"), pipeline.Scopes{Models: []string{"x*", "digits"}}), Action{Permission: Metadata, Model: "digits"}},
+		{mtls("cert:CN=nobody"), Action{Permission: Admin}},
+	} {
+		allocs := testing.AllocsPerRun(100, func() { pol.Decide(tc.p, tc.a) })
+		if allocs != 0 {
+			t.Errorf("Decide(%s, %+v) allocates %v times, want 0", tc.p.ID, tc.a, allocs)
 		}
-	})
-	if allocs != 0 {
-		t.Errorf("Decide allocates %v times, want 0", allocs)
 	}
 }
 
 func TestSPIFFEIDs(t *testing.T) {
 	for id, want := range map[string]bool{
-		"spiffe://example.org":               true,
-		"spiffe://example.org/ns/prod/sa/x":  true,
-		"spiffe://ex-ample_1.org/a.b-c_d":    true,
-		"spiffe://Example.org/x":             false, // trust domains are lowercase
-		"spiffe://example.org/":              false,
-		"spiffe://example.org//x":            false,
-		"spiffe://example.org/x/":            false,
-		"spiffe://example.org/./x":           false,
-		"spiffe://example.org/../x":          false,
-		"spiffe://example.org/%2e%2e/x":      false,
-		"spiffe://example.org/x?y":           false,
-		"spiffe://example.org/x*":            false,
-		"spiffe://user@example.org/x":        false,
-		"spiffe://example.org:443/x":         false,
-		"spiffe:///x":                        false,
-		"SPIFFE://example.org/x":             false,
-		"https://example.org/x":              false,
+		"spiffe://example.org":                               true,
+		"spiffe://example.org/ns/prod/sa/x":                  true,
+		"spiffe://ex-ample_1.org/a.b-c_d":                    true,
+		"spiffe://Example.org/x":                             false, // trust domains are lowercase
+		"spiffe://example.org/":                              false,
+		"spiffe://example.org//x":                            false,
+		"spiffe://example.org/x/":                            false,
+		"spiffe://example.org/./x":                           false,
+		"spiffe://example.org/../x":                          false,
+		"spiffe://example.org/%2e%2e/x":                      false,
+		"spiffe://example.org/x?y":                           false,
+		"spiffe://example.org/x*":                            false,
+		"spiffe://user@example.org/x":                        false,
+		"spiffe://example.org:443/x":                         false,
+		"spiffe:///x":                                        false,
+		"SPIFFE://example.org/x":                             false,
+		"https://example.org/x":                              false,
 		"spiffe://example.org/" + string(make([]byte, 2048)): false,
 	} {
 		if got := validSPIFFEID(id); got != want {
 			t.Errorf("validSPIFFEID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+// TestManyLiteralModels covers roles listing more literal names than a
+// linear scan handles well (they are kept in a map).
+func TestManyLiteralModels(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("roles:\n  r:\n    permissions: [infer]\n    models: [\"p-*\"")
+	for i := range 20 {
+		fmt.Fprintf(&b, ", \"m%d\"", i)
+	}
+	b.WriteString("]\nbindings:\n  - {role: r, principals: [\"jwt:alice\"]}\n")
+	pol := mustParse(t, b.String())
+	for model, want := range map[string]bool{"m0": true, "m19": true, "m20": false, "m1x": false, "p-1": true, "m": false} {
+		if got := pol.Decide(jwt("alice"), infer(model, "")).Allow; got != want {
+			t.Errorf("infer %s: allow %v, want %v", model, got, want)
 		}
 	}
 }

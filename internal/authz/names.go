@@ -41,8 +41,8 @@ func matchModel(pattern, name string) bool {
 	if pattern == "*" {
 		return true
 	}
-	ok, err := path.Match(pattern, name)
-	return ok && err == nil
+	p := compilePattern(pattern)
+	return p.match(name)
 }
 
 // hasMeta reports whether s holds a path.Match metacharacter.
@@ -104,53 +104,79 @@ const spiffeScheme = "spiffe://"
 // allows one: a lowercase trust domain of [a-z0-9._-], then zero or more
 // non-empty path segments of [A-Za-z0-9._-], none "." or "..", no
 // trailing "/", no percent-encoding, at most 2048 bytes. Only such IDs are
-// matched against SPIFFE patterns.
-func validSPIFFEID(id string) bool {
-	return checkSPIFFE(id, false) == nil
-}
+// matched against SPIFFE patterns. It does not allocate.
+func validSPIFFEID(id string) bool { return spiffeOK(id, false) }
 
-// checkSPIFFE validates a SPIFFE ID or, if pattern, a SPIFFE pattern: the
-// same, with '*' and '?' allowed in path segments.
-func checkSPIFFE(s string, pattern bool) error {
+// spiffeOK reports whether s is a valid SPIFFE ID or, if pattern, a valid
+// SPIFFE pattern: the same, with '*' and '?' allowed in path segments
+// (never in the trust domain).
+func spiffeOK(s string, pattern bool) bool {
 	if len(s) > 2048 {
-		return errors.New("longer than 2048 bytes")
+		return false
 	}
 	rest, ok := strings.CutPrefix(s, spiffeScheme)
 	if !ok {
-		return errors.New("does not begin spiffe://")
+		return false
 	}
-	td, p, _ := strings.Cut(rest, "/")
+	td, p, hasPath := strings.Cut(rest, "/")
 	if td == "" || len(td) > 255 {
-		return errors.New("trust domain is empty or longer than 255 bytes")
+		return false
 	}
 	for i := 0; i < len(td); i++ {
 		c := td[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("trust domain %q: want lowercase letters, digits, '.', '-', '_'", td)
+			return false
 		}
 	}
-	if len(rest) == len(td) {
-		return nil // no path
+	if !hasPath {
+		return true
 	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("path segment %q is empty, \".\" or \"..\"", seg)
+			return false
 		}
 		for i := 0; i < len(seg); i++ {
 			c := seg[i]
 			if !isNameByte(c) && !(pattern && (c == '*' || c == '?')) {
-				return fmt.Errorf("path segment %q: want letters, digits, '.', '-', '_'", seg)
+				return false
 			}
 		}
 	}
-	return nil
+	return true
 }
 
-// matchSPIFFE reports whether a valid SPIFFE ID matches a validated
-// pattern: "*" and "?" match within one path segment, never across "/",
-// and the trust domain is always literal.
-func matchSPIFFE(pattern, id string) bool {
-	ok, err := path.Match(pattern, id)
+// errSPIFFE explains what spiffeOK wants.
+var errSPIFFE = errors.New(`want spiffe://<trust domain>[/<segment>...]: a lowercase trust domain ` +
+	`of a-z 0-9 . - _, then segments of letters, digits, '.', '-', '_', none empty, "." or "..", no trailing "/"; ` +
+	`in a pattern, '*' and '?' match within one segment`)
+
+// pattern is a compiled path.Match pattern, for model names and SPIFFE
+// IDs, neither of which a "*" may cross a "/" in.
+type pattern struct {
+	src    string
+	prefix string // the literal text before the first metacharacter
+	// star says src is prefix + "*": a name matches if it has the prefix
+	// and no "/" after it.
+	star bool
+}
+
+func compilePattern(src string) pattern {
+	i := strings.IndexAny(src, `*?[\`)
+	if i < 0 {
+		i = len(src)
+	}
+	return pattern{src: src, prefix: src[:i], star: src[i:] == "*"}
+}
+
+// match reports whether s matches; a malformed pattern matches nothing.
+func (p *pattern) match(s string) bool {
+	if !strings.HasPrefix(s, p.prefix) {
+		return false
+	}
+	if p.star {
+		return strings.IndexByte(s[len(p.prefix):], '/') < 0
+	}
+	ok, err := path.Match(p.src, s)
 	return ok && err == nil
 }
 
@@ -182,13 +208,13 @@ func parseSelector(s string) (kind int, value string, err error) {
 	}
 	if strings.HasPrefix(s, spiffeScheme) {
 		if strings.ContainsAny(s, "*?") {
-			if err := checkSPIFFE(s, true); err != nil {
-				return 0, "", fmt.Errorf("SPIFFE pattern %q: %w", s, err)
+			if !spiffeOK(s, true) {
+				return 0, "", fmt.Errorf("SPIFFE pattern %q: %w", s, errSPIFFE)
 			}
 			return selSPIFFE, s, nil
 		}
-		if err := checkSPIFFE(s, false); err != nil {
-			return 0, "", fmt.Errorf("SPIFFE ID %q: %w", s, err)
+		if !spiffeOK(s, false) {
+			return 0, "", fmt.Errorf("SPIFFE ID %q: %w", s, errSPIFFE)
 		}
 		return selID, s, nil
 	}

@@ -153,21 +153,31 @@ func (d *denyRule) applies(a Action, bit uint8) bool {
 // modelSet is a compiled list of model patterns.
 type modelSet struct {
 	all      bool
-	exact    []string
-	patterns []string
+	exact    []string            // literal names, when few
+	exactSet map[string]struct{} // literal names, when many
+	patterns []pattern
 }
+
+// manyExact is the number of literal names above which a map beats a
+// linear scan.
+const manyExact = 8
 
 func (s *modelSet) match(model string) bool {
 	if s.all {
 		return true
+	}
+	if s.exactSet != nil {
+		if _, ok := s.exactSet[model]; ok {
+			return true
+		}
 	}
 	for _, e := range s.exact {
 		if e == model {
 			return true
 		}
 	}
-	for _, p := range s.patterns {
-		if matchModel(p, model) {
+	for i := range s.patterns {
+		if s.patterns[i].match(model) {
 			return true
 		}
 	}
@@ -204,7 +214,7 @@ type index[T interface{ order() int }] struct {
 }
 
 type patternEntry[T any] struct {
-	pattern string
+	pattern pattern
 	items   []T
 }
 
@@ -224,12 +234,12 @@ func (ix *index[T]) add(kind int, value string, item T) {
 		ix.anyone = append(ix.anyone, item)
 	case selSPIFFE:
 		for i := range ix.spiffe {
-			if ix.spiffe[i].pattern == value {
+			if ix.spiffe[i].pattern.src == value {
 				ix.spiffe[i].items = append(ix.spiffe[i].items, item)
 				return
 			}
 		}
-		ix.spiffe = append(ix.spiffe, patternEntry[T]{pattern: value, items: []T{item}})
+		ix.spiffe = append(ix.spiffe, patternEntry[T]{pattern: compilePattern(value), items: []T{item}})
 	}
 }
 
@@ -450,10 +460,12 @@ func (c *compiler) list(items []string, at []any, check func(string) error) erro
 	if len(items) == 0 {
 		return c.at(at, "empty list")
 	}
+	seen := make(map[string]int, len(items))
 	for i, s := range items {
-		if j := slices.Index(items[:i], s); j >= 0 {
+		if j, dup := seen[s]; dup {
 			return c.at(step(at, i), "%q is also item %d", s, j)
 		}
+		seen[s] = i
 		if err := check(s); err != nil {
 			return c.wrap(step(at, i), err)
 		}
@@ -504,12 +516,19 @@ func (c *compiler) models(items []string, at []any) (modelSet, error) {
 			return err
 		}
 		if hasMeta(p) {
-			s.patterns = append(s.patterns, p)
+			s.patterns = append(s.patterns, compilePattern(p))
 		} else {
 			s.exact = append(s.exact, p)
 		}
 		return nil
 	})
+	if len(s.exact) > manyExact {
+		s.exactSet = make(map[string]struct{}, len(s.exact))
+		for _, e := range s.exact {
+			s.exactSet[e] = struct{}{}
+		}
+		s.exact = nil
+	}
 	return s, err
 }
 

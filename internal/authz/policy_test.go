@@ -160,10 +160,10 @@ func TestParseAccepts(t *testing.T) {
 		"same binding twice":       "roles:\n  r:\n    permissions: [infer]\n    models: [m]\nbindings:\n  - {role: r, principals: [\"jwt:a\"]}\n  - {role: r, principals: [\"jwt:a\"]}\n",
 		"all selector kinds": "roles:\n  r:\n    permissions: [infer]\n    models: [m]\nbindings:\n  - role: r\n    principals: [\"*\", \"key:k1\", \"jwt:a@b.c\", \"cert:CN=x\\\\,y,O=Z\", \"group:/org/team\", " +
 			"\"spiffe://example.org\", \"spiffe://example.org/ns/*/sa/w?\"]\n",
-		"global deny without models":  "roles: {}\ndeny:\n  - {name: d, principals: [\"*\"], permissions: [admin, audit:read]}\n",
+		"global deny without models":   "roles: {}\ndeny:\n  - {name: d, principals: [\"*\"], permissions: [admin, audit:read]}\n",
 		"global deny with models star": "roles: {}\ndeny:\n  - {name: d, principals: [\"*\"], permissions: [admin], models: [\"*\"], versions: [\"*\"]}\n",
 		"class pattern":                "roles:\n  r:\n    permissions: [infer]\n    models: [\"m[0-9]\", \"n[^x]\", \"a\\\\-b\"]\n",
-		"anchors": "roles:\n  r: &r\n    permissions: [infer]\n    models: [m]\n  s: *r\n",
+		"anchors":                      "roles:\n  r: &r\n    permissions: [infer]\n    models: [m]\n  s: *r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			mustParse(t, src)
