@@ -90,6 +90,7 @@ type Gate struct {
 	opts Options
 
 	admitted, refusedAuth, refusedAudit, auditFailures atomic.Int64
+	refusedTLS                                         atomic.Int64
 	lastAuditLog                                       atomic.Int64 // unix nanoseconds of the last audit-failure log line
 }
 
@@ -136,6 +137,8 @@ type Stats struct {
 	RefusedAudit int64
 	// AuditFailures counts audit writes that failed.
 	AuditFailures int64
+	// RefusedTLS counts connections refused in the TLS handshake.
+	RefusedTLS int64
 }
 
 // Stats returns the counters.
@@ -145,6 +148,7 @@ func (g *Gate) Stats() Stats {
 		RefusedUnauthenticated: g.refusedAuth.Load(),
 		RefusedAudit:           g.refusedAudit.Load(),
 		AuditFailures:          g.auditFailures.Load(),
+		RefusedTLS:             g.refusedTLS.Load(),
 	}
 }
 
@@ -305,6 +309,26 @@ func (t *Ticket) Finish(status int, msg string) error {
 		return errAuditDown
 	}
 	return nil
+}
+
+// ConnRefused audits a connection refused before any request: a failed
+// TLS handshake (plain HTTP to the TLS port, a client certificate that
+// does not verify, no common protocol version). reason is the TLS error,
+// which carries no secret.
+func (g *Gate) ConnRefused(transport, client, reason string) {
+	g.refusedTLS.Add(1)
+	if g.opts.Sink == nil {
+		return
+	}
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	r := &Record{Time: time.Now(), Client: client, Transport: transport, Auth: pipeline.MethodNone,
+		Action: "connect", Decision: Deny, Rule: "tls-handshake", Status: http.StatusBadRequest, Error: reason}
+	if err := g.opts.Sink.Write(r); err != nil {
+		g.auditFailures.Add(1)
+		g.logAuditFailure(err)
+	}
 }
 
 // logAuditFailure logs an audit failure at most once a second.

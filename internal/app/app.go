@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -166,7 +167,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	gopts := grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, s.access.gate, log)
 	if s.tls != nil {
 		s.http.TLSConfig = s.tls.TLSConfig()
-		gopts = append(gopts, grpc.Creds(credentials.NewTLS(s.tls.TLSConfig("h2"))))
+		gopts = append(gopts, grpc.Creds(auditedCreds{credentials.NewTLS(s.tls.TLSConfig("h2")), s.access.gate, log}))
+		s.http.ErrorLog = stdlog.New(httpErrorLog{s.access.gate, log}, "", 0)
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	pb.RegisterGRPCInferenceServiceServer(s.grpc, grpcapi.New(grpcapi.Options{

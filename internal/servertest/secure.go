@@ -94,7 +94,9 @@ func (s *Secure) ClientTLS(tb testing.TB, cert *tls.Certificate) *tls.Config {
 	}
 	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if cert != nil {
-		c.Certificates = []tls.Certificate{*cert}
+		// Present the certificate whatever CAs the server names, as an
+		// attacker would (crypto/tls would otherwise send none).
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	return c
 }
