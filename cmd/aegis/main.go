@@ -3,6 +3,7 @@
 //	aegis serve --model-repository DIR [--http-addr HOST:PORT] [--grpc-addr HOST:PORT] [--config FILE]
 //	aegis keys generate --out FILE
 //	aegis model encrypt --recipient age1... [--recipients-file FILE] IN [OUT]
+//	aegis audit verify [--key FILE] FILE...
 //	aegis version
 package main
 
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return modelCmd(args[1:], stdout, stderr)
 	case "certs":
 		return certsCmd(args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "aegis %s (onnx runtime pinned sha256 %s)\n", httpapi.ServerVersion, onnx.PinnedDigest)
 		return nil
