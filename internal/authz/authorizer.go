@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -40,7 +41,13 @@ func New(pol *Policy) *Authorizer {
 // Load returns an Authorizer enforcing the policy in the file at path,
 // which Reload reads again.
 func Load(path string) (*Authorizer, error) {
-	pol, err := ReadFile(path)
+	// Reload must read the same file whatever the working directory is
+	// by then.
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", path, err)
+	}
+	pol, err := ParseFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +65,7 @@ func (a *Authorizer) Reload() error {
 	}
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	pol, err := ReadFile(a.path)
+	pol, err := ParseFile(a.path)
 	if err != nil {
 		return err
 	}
@@ -86,10 +93,10 @@ func (a *Authorizer) Visible(p *pipeline.Principal, models []string) []string {
 	return a.Policy().Visible(p, models)
 }
 
-// ReadFile reads and parses a policy file. The file must be a regular
+// ParseFile reads and parses a policy file. The file must be a regular
 // file that other users may not write: a policy anyone can edit grants
 // anything to anyone.
-func ReadFile(path string) (*Policy, error) {
+func ParseFile(path string) (*Policy, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)

@@ -15,16 +15,18 @@
 //   - Anything no role grants is denied ("default-deny").
 //   - A deny rule that matches wins over every role.
 //   - A credential's Scopes.Models narrows every role it holds.
-//   - A role whose models or versions are restricted never grants an
-//     action that names no version; a deny rule whose versions are
-//     restricted does deny one.
+//   - A role restricted to some versions never grants an action that
+//     names no version; a deny rule restricted to some versions does deny
+//     one.
+//   - A credential restricted to some models may not perform global
+//     actions (admin, audit:read) unless its scopes include "*".
 //   - A malformed action (unknown permission, a model name the repository
 //     would refuse, a version that is not a canonical positive number) is
 //     denied ("invalid-action"); such names never reach a pattern.
 //   - Policy files are decoded strictly: unknown fields, unknown
 //     permissions, bad patterns, bindings to undefined roles and duplicates
-//     are errors, and a file that fails to load never replaces the policy
-//     in force.
+//     are errors; a world-writable file is refused; and a file that fails
+//     to load never replaces the policy in force.
 //
 // See docs/authorization.md for the file format and the decision order.
 package authz
@@ -46,8 +48,8 @@ const (
 	AuditRead Permission = "audit:read" // read audit records
 )
 
-// Permissions lists every permission, in documentation order.
-var Permissions = []Permission{Infer, Metadata, List, Admin, AuditRead}
+// allPermissions lists every permission, in documentation order.
+var allPermissions = []Permission{Infer, Metadata, List, Admin, AuditRead}
 
 // permission bits, for compiled roles and deny rules.
 const (

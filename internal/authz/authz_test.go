@@ -15,7 +15,7 @@ var examplePath = filepath.Join("..", "..", "testdata", "policy", "example.yaml"
 
 func examplePolicy(t testing.TB) *Policy {
 	t.Helper()
-	pol, err := ReadFile(examplePath)
+	pol, err := ParseFile(examplePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +138,8 @@ func TestDecideExample(t *testing.T) {
 		{"deny is checked before scope", scoped(jwt("dave", "contractors"), pipeline.Scopes{Models: []string{"digits"}}), infer("secret-x", ""), deny("deny:contractors-no-secret-models")},
 		{"scoped credential may call the listing", scoped(key("k-s", "operator"), pipeline.Scopes{Models: []string{"digits"}}), Action{Permission: List}, allow("role:browser")},
 		{"scoped credential may not admin", scoped(key("k-s", "operator"), pipeline.Scopes{Models: []string{"digits"}}), Action{Permission: Admin}, deny(RuleScopeModels)},
+		{"scoped credential may admin a model in scope", scoped(key("k-s", "operator"), pipeline.Scopes{Models: []string{"digits"}}), Action{Permission: Admin, Model: "digits"}, allow("role:operator")},
+		{"scoped credential may not admin a model out of scope", scoped(key("k-s", "operator"), pipeline.Scopes{Models: []string{"digits"}}), Action{Permission: Admin, Model: "fraud-eu"}, deny(RuleScopeModels)},
 		{"scope * admits admin", scoped(key("k-s", "operator"), pipeline.Scopes{Models: []string{"*"}}), Action{Permission: Admin}, allow("role:operator")},
 
 		// Malformed actions are refused before any rule.

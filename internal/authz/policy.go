@@ -446,7 +446,7 @@ func (c *compiler) denyRule(spec denySpec, at []any) (*denyRule, error) {
 
 func globalNames(perms uint8) string {
 	var names []string
-	for _, p := range Permissions {
+	for _, p := range allPermissions {
 		if p.Global() && perms&p.bit() != 0 {
 			names = append(names, string(p))
 		}
@@ -490,8 +490,8 @@ func (c *compiler) permissions(items []string, at []any) (uint8, error) {
 }
 
 func permissionNames() string {
-	names := make([]string, len(Permissions))
-	for i, p := range Permissions {
+	names := make([]string, len(allPermissions))
+	for i, p := range allPermissions {
 		names[i] = string(p)
 	}
 	return strings.Join(names, ", ")

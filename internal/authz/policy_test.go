@@ -192,7 +192,7 @@ func TestRoleOrderFollowsFile(t *testing.T) {
 	}
 }
 
-func TestReadFileRefusesWorldWritable(t *testing.T) {
+func TestParseFileRefusesWorldWritable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(valid), 0o666); err != nil {
 		t.Fatal(err)
@@ -200,10 +200,10 @@ func TestReadFileRefusesWorldWritable(t *testing.T) {
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadFile(path); err == nil {
-		t.Error("ReadFile accepted a world-writable policy")
+	if _, err := ParseFile(path); err == nil {
+		t.Error("ParseFile accepted a world-writable policy")
 	}
-	if _, err := ReadFile(filepath.Dir(path)); err == nil {
-		t.Error("ReadFile accepted a directory")
+	if _, err := ParseFile(filepath.Dir(path)); err == nil {
+		t.Error("ParseFile accepted a directory")
 	}
 }
