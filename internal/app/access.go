@@ -93,7 +93,7 @@ func buildAccess(ctx context.Context, cfg config.Config, store *state.Bolt, log 
 					Issuer: j.Issuer, Audiences: j.Audiences, JWKSURL: j.JWKSURL, JWKSFile: j.JWKSFile,
 					Algorithms: j.Algorithms, ClockSkew: j.ClockSkew, SubjectClaim: j.SubjectClaim,
 					GroupsClaim: j.GroupsClaim, RolesClaim: j.RolesClaim, RoleMap: j.RoleMap,
-					RefreshInterval: j.RefreshInterval,
+					RefreshInterval: j.RefreshInterval, ScopeClaim: j.ScopeClaim, TokenCacheSize: j.TokenCacheSize,
 				}
 				if p.jwt, err = authn.NewJWT(ctx, jc, log); err != nil {
 					return nil, fmt.Errorf("auth.jwt: %w", err)

@@ -124,6 +124,12 @@ type JWT struct {
 	// RolesClaim names a claim whose values RoleMap turns into roles.
 	RolesClaim string              `yaml:"roles_claim"`
 	RoleMap    map[string][]string `yaml:"role_map"`
+	// ScopeClaim names an OAuth-style scope claim whose "model:<pattern>"
+	// entries narrow the token to those models.
+	ScopeClaim string `yaml:"scope_claim"`
+	// TokenCacheSize is how many verified tokens are remembered until they
+	// expire (default 10000; negative turns the cache off).
+	TokenCacheSize int `yaml:"token_cache_size"`
 }
 
 // Audit configures the audit log.
