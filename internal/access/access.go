@@ -102,6 +102,15 @@ func New(opts Options) *Gate {
 	return &Gate{opts: opts}
 }
 
+// Healthy returns an error while the audit log cannot write: the server
+// refuses requests then, and should report itself not ready.
+func (g *Gate) Healthy() error {
+	if g == nil || g.opts.Sink == nil {
+		return nil
+	}
+	return g.opts.Sink.Healthy()
+}
+
 // Anonymous is the principal of every request when authentication is
 // disabled.
 var Anonymous = &pipeline.Principal{ID: "anonymous", Method: pipeline.MethodNone}

@@ -173,7 +173,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	s.grpc = grpc.NewServer(gopts...)
 	pb.RegisterGRPCInferenceServiceServer(s.grpc, grpcapi.New(grpcapi.Options{
 		Registry: reg, Handler: handler, Limits: limits,
-		Ready: &s.ready, Logger: log,
+		Ready: &s.ready, Gate: s.access.gate, Logger: log,
 	}))
 
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {

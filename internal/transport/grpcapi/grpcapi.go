@@ -34,7 +34,10 @@ type Options struct {
 	Handler  pipeline.Handler
 	Limits   oip.Limits
 	Ready    *atomic.Bool
-	Logger   *slog.Logger
+	// Gate is consulted for readiness: not ready while the audit log
+	// cannot write. (The interceptors in ServerOptions apply it to calls.)
+	Gate   *access.Gate
+	Logger *slog.Logger
 }
 
 // Service implements pb.GRPCInferenceServiceServer.
@@ -191,7 +194,7 @@ func (s *Service) ServerLive(context.Context, *pb.ServerLiveRequest) (*pb.Server
 
 // ServerReady implements the RPC.
 func (s *Service) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.ServerReadyResponse, error) {
-	return &pb.ServerReadyResponse{Ready: s.Ready == nil || s.Ready.Load()}, nil
+	return &pb.ServerReadyResponse{Ready: (s.Ready == nil || s.Ready.Load()) && s.Gate.Healthy() == nil}, nil
 }
 
 // ServerMetadata implements the RPC.

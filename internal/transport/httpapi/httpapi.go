@@ -201,6 +201,10 @@ func (a *api) ready(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "server is not ready"})
 		return
 	}
+	if a.Gate.Healthy() != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "server is not ready: audit log cannot be written"})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
 }
 
