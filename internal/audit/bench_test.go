@@ -66,3 +66,22 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	b.SetBytes(int64(len(buf)))
 }
+
+// BenchmarkVerify measures Verify (and so Open, which checks the active
+// file the same way) per record.
+func BenchmarkVerify(b *testing.B) {
+	pub, priv := newKey(b)
+	path := filepath.Join(b.TempDir(), "audit.log")
+	l := openLog(b, Config{Path: path, SigningKey: priv, MaxFileBytes: 1 << 30})
+	writeN(b, l, 0, 10000)
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Verify([]string{path}, pub, VerifyOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/record")
+}
