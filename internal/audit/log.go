@@ -96,8 +96,11 @@ func (c Config) withDefaults() Config {
 // refused (503).
 var ErrUnavailable = errors.New("audit log unavailable")
 
-// ErrClosed reports a Write after Close.
+// ErrClosed reports a Write after Close. The error Write returns wraps
+// ErrUnavailable too.
 var ErrClosed = errors.New("audit log closed")
+
+var errClosed = fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 
 // Stats are a Log's counters since Open, for metrics.
 type Stats struct {
@@ -145,6 +148,8 @@ type Log struct {
 	size     int64    // bytes of f that hold written lines
 	firstSeq uint64   // seq of the first line in f; 0 while f is empty
 	repair   bool     // f may end in part of a failed batch: truncate to size first
+	// noRotateUntil delays the next rotation attempt after one failed.
+	noRotateUntil time.Time
 }
 
 // chain is the state of the chain after some line.
@@ -303,7 +308,7 @@ func (l *Log) Write(r *Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return ErrClosed
+		return errClosed
 	}
 	if r.Time.IsZero() {
 		r.Time = l.now()
@@ -321,7 +326,7 @@ func (l *Log) Write(r *Record) error {
 }
 
 // Healthy returns nil if the log can be written, else an error wrapping
-// ErrUnavailable and the cause. While it fails the server refuses
+// ErrUnavailable and the cause (ErrClosed after Close). While it fails the server refuses
 // requests; the log retries by itself every RetryInterval (and on every
 // Write) and recovers without help once the cause is gone.
 func (l *Log) Healthy() error {
@@ -377,6 +382,7 @@ func (l *Log) Close() error {
 		}
 	}
 	l.lockf.Close()
+	l.health.Store(&errClosed)
 	return err
 }
 
@@ -492,7 +498,10 @@ func (l *Log) flushLocked() {
 		if rerr != nil {
 			l.logger.Error("audit log: rotation failed; appending to the active file", "path", l.cfg.Path, "err", rerr)
 		}
-		if err != nil || b.rotate || l.size < l.cfg.MaxFileBytes {
+		if rerr != nil {
+			l.noRotateUntil = l.now().Add(l.cfg.RetryInterval)
+		}
+		if err != nil || b.rotate || l.size < l.cfg.MaxFileBytes || l.now().Before(l.noRotateUntil) {
 			break
 		}
 		// The file is full: end it with a checkpoint, taken with what is

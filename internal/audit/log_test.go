@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -33,8 +35,11 @@ func TestWriteRotateVerify(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Write(sample(0)); !errors.Is(err, ErrClosed) {
-		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	if err := l.Write(sample(0)); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Write after Close = %v, want ErrClosed and ErrUnavailable", err)
+	}
+	if err := l.Healthy(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Healthy after Close = %v, want ErrClosed", err)
 	}
 
 	files, err := Files(path)
@@ -154,6 +159,43 @@ func TestRestartAfterCrashMidRotation(t *testing.T) {
 	if len(files) != 2 {
 		t.Fatalf("files %v, want one rotated and the active one", files)
 	}
+	if _, err := Verify(files, pub, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRotationFailureKeepsWriting: a rotation that cannot rename the file
+// is logged and retried later; records keep going to the active file.
+func TestRotationFailureKeepsWriting(t *testing.T) {
+	pub, priv := newKey(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	var logs syncBuffer
+	l := openLog(t, Config{Path: path, SigningKey: priv, MaxFileBytes: 4 << 10, RetryInterval: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	blocker := rotatedName(path, 1)
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, l, 0, 20)
+	if st := l.Stats(); st.Rotations != 0 || st.Failing {
+		t.Fatalf("stats %+v: want no rotation, not failing", st)
+	}
+	if !strings.Contains(logs.String(), "rotation failed") {
+		t.Errorf("the failed rotation was not logged:\n%s", logs.String())
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	writeN(t, l, 20, 20)
+	if st := l.Stats(); st.Rotations == 0 {
+		t.Errorf("stats %+v: no rotation once the name was free", st)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := Files(path)
 	if _, err := Verify(files, pub, VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ var (
 // VerifyError is the first problem Verify found.
 type VerifyError struct {
 	File string
-	Line int    // 1-based line number in File
+	Line int    // 1-based line number in File; 0 for the last line of the rotated file Open reads
 	Seq  uint64 // the record at that line (for a missing or unreadable one, the seq expected there)
 	Err  error  // one of the Err* kinds above
 	// Detail says what is wrong in words.
