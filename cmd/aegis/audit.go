@@ -37,8 +37,10 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep, err := audit.Verify(fs.Args(), pub, audit.VerifyOptions{AllowTornTail: *torn, AllowMidChainStart: *mid})
-	if err != nil {
+	if ve := (*audit.VerifyError)(nil); errors.As(err, &ve) {
 		fmt.Fprintf(stdout, "audit log BROKEN after %d good records in %d files\n", rep.Records, rep.Files)
+	}
+	if err != nil {
 		return fmt.Errorf("audit verify: %w", err)
 	}
 	writeAuditReport(stdout, &rep)

@@ -144,8 +144,7 @@ type verifier struct {
 	overFile      string
 	overLine      int
 	overSeq       uint64
-	firstOfFile   uint64 // seq of the current file's first record
-	lastLineEnded bool
+	firstOfFile uint64 // seq of the current file's first record
 }
 
 func newVerifier(pub ed25519.PublicKey, opts VerifyOptions) *verifier {
