@@ -140,10 +140,10 @@ type verifier struct {
 	prevType string
 	// The last checkpoint, and the first record after it that exceeds its
 	// every.
-	lastCP        *checkpoint
-	overFile      string
-	overLine      int
-	overSeq       uint64
+	lastCP      *checkpoint
+	overFile    string
+	overLine    int
+	overSeq     uint64
 	firstOfFile uint64 // seq of the current file's first record
 }
 
