@@ -13,35 +13,47 @@ export AEGIS_ONNXRUNTIME_LIB ?= $(CURDIR)/$(ORT_LIB)
 
 DEMO_KEYS    := build/demo-keys
 DEMO_SIGNING := build/demo-signing
-# As root, the demo server runs as nobody: it can read its models and its
-# decryption key, but write neither, and it never sees the signing key.
+DEMO_PKI     := build/demo-pki
+DEMO_STATE   := build/demo-state
+# As root, the demo server runs as nobody: it can read its models, its
+# decryption key and its TLS key, write only its state directory (API keys,
+# audit log), and it never sees the signing key.
 RUNAS := $(if $(filter 0,$(shell id -u)),setpriv --reuid=nobody --regid=nogroup --clear-groups --no-new-privs,)
+DEMO_FLAGS = --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
+	--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub \
+	--tls-cert $(DEMO_PKI)/server.crt --tls-key $(DEMO_PKI)/server.key \
+	--state-dir $(DEMO_STATE) --policy scripts/demo-policy.yaml --sandbox
 
 ## run: fetch and verify ONNX Runtime, build, and serve the digits demo model,
-## signed (OpenSSF model signing) and encrypted at rest with demo keys. The
-## server refuses the model unless its signature verifies, decrypts it only
-## in memory, runs sandboxed (no_new_privs, seccomp) and, with --strict,
-## refuses to start unless every `aegis doctor` check passes.
+## signed (OpenSSF model signing) and encrypted at rest with demo keys, over
+## TLS (a local demo CA in build/demo-pki) to callers with an API key (it
+## prints one), auditing every request to build/demo-state/audit. The server
+## refuses the model unless its signature verifies, decrypts it only in
+## memory, runs sandboxed (no_new_privs, seccomp) and, with --strict, refuses
+## to start unless every `aegis doctor` check passes.
 run: build $(GRPCURL)
-	@mkdir -p $(DEMO_KEYS) $(DEMO_SIGNING) && chmod 700 $(DEMO_KEYS) $(DEMO_SIGNING)
+	@mkdir -p $(DEMO_KEYS) $(DEMO_SIGNING) $(DEMO_STATE) && chmod 700 $(DEMO_KEYS) $(DEMO_SIGNING) $(DEMO_STATE)
 	@test -f $(DEMO_KEYS)/recipient.txt || $(BIN) keys generate --out $(DEMO_KEYS)/identity.txt > $(DEMO_KEYS)/recipient.txt
 	@test -f $(DEMO_SIGNING)/signing.pem || $(BIN) keys generate --signing --out $(DEMO_SIGNING)/signing.pem >/dev/null
+	@$(BIN) certs init --dir $(DEMO_PKI) >/dev/null
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)/digits/1
 	@cp testdata/models/digits/1/model.onnx $(DEMO)/digits/1/
 	@$(BIN) model sign --key $(DEMO_SIGNING)/signing.pem $(DEMO)/digits/1 >/dev/null
 	@$(BIN) model encrypt --recipients-file $(DEMO_KEYS)/recipient.txt $(DEMO)/digits/1/model.onnx >/dev/null 2>&1
 	@rm $(DEMO)/digits/1/model.onnx
 	@cp $(DEMO_SIGNING)/signing.pem.pub $(DEMO_KEYS)/trusted-signer.pub && chmod 644 $(DEMO_KEYS)/trusted-signer.pub
-	@if [ -n "$(RUNAS)" ]; then chown -R nobody:nogroup $(DEMO_KEYS) && chgrp -R nogroup $(DEMO) && chmod -R g+rX,g-w,o-w $(DEMO); fi
-	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR)
-	exec $(RUNAS) $(BIN) serve --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
-		--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub \
-		--sandbox --strict --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
+	@if [ -n "$(RUNAS)" ]; then chown -R nobody:nogroup $(DEMO_KEYS) $(DEMO_STATE) $(DEMO_PKI) && chgrp -R nogroup $(DEMO) && chmod -R g+rX,g-w,o-w $(DEMO); fi
+	@test -s $(DEMO_KEYS)/api-key || $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
+		--name demo --role demo --quiet > $(DEMO_KEYS)/api-key.new && mv $(DEMO_KEYS)/api-key.new $(DEMO_KEYS)/api-key
+	@test -s $(DEMO_KEYS)/admin-api-key || $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
+		--name demo-admin --role operator --quiet > $(DEMO_KEYS)/admin-api-key.new && mv $(DEMO_KEYS)/admin-api-key.new $(DEMO_KEYS)/admin-api-key
+	@chmod 600 $(DEMO_KEYS)/api-key $(DEMO_KEYS)/admin-api-key
+	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR) $(DEMO_PKI)/ca.crt $(DEMO_KEYS)/api-key $(DEMO_KEYS)/admin-api-key
+	exec $(RUNAS) $(BIN) serve $(DEMO_FLAGS) --strict --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
 ## doctor: check the environment the demo server runs in (strict)
 doctor: build
-	$(RUNAS) $(BIN) doctor --strict --sandbox --model-repository $(DEMO) --identity-file $(DEMO_KEYS)/identity.txt \
-		--require-signature --trusted-key $(DEMO_KEYS)/trusted-signer.pub
+	$(RUNAS) $(BIN) doctor --strict $(DEMO_FLAGS)
 
 ## test: vet and run every test with the race detector (installing the
 ## Debian packages the tests use first, if any is missing)

@@ -1,6 +1,9 @@
 // Command aegis is the Aegis model server.
 //
 //	aegis serve --model-repository DIR [--http-addr HOST:PORT] [--grpc-addr HOST:PORT] [--config FILE]
+//	aegis certs init|client ...
+//	aegis keys create|list|revoke ...
+//	aegis audit verify [--key FILE] FILE...
 //	aegis keys generate --out FILE
 //	aegis model encrypt --recipient age1... [--recipients-file FILE] IN [OUT]
 //	aegis audit verify [--key FILE] FILE...
@@ -121,6 +124,14 @@ func serve(args []string, stderr io.Writer) error {
 				log.Error("reload", "err", err)
 			} else {
 				log.Info("reloaded", "loaded", len(res.Loaded), "retired", len(res.Retired), "failures", len(res.Failures))
+			}
+			if digest, err := srv.ReloadPolicy(); err == nil {
+				log.Info("policy reloaded", "sha256", digest)
+			} else if !errors.Is(err, app.ErrNoPolicy) {
+				log.Error("policy not reloaded; the previous policy stays in force", "err", err)
+			}
+			if err := srv.ReloadTLS(); err != nil {
+				log.Error("tls certificates not reloaded; the previous ones stay in use", "err", err)
 			}
 		}
 	}()

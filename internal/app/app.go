@@ -247,11 +247,22 @@ func (s *Server) adminAPI() http.Handler {
 	return adminapi.New(o)
 }
 
+// ErrNoPolicy is ReloadPolicy's error when no policy file is configured.
+var ErrNoPolicy = errors.New("no policy file configured")
+
+// ReloadTLS reads the certificate files again now (they are also polled).
+func (s *Server) ReloadTLS() error {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Reload()
+}
+
 // ReloadPolicy reads the authorization policy file again; a file that
 // fails to load leaves the current policy in force.
 func (s *Server) ReloadPolicy() (string, error) {
 	if s.access.authz == nil || s.access.policy == "" {
-		return "", errors.New("no policy file configured")
+		return "", ErrNoPolicy
 	}
 	if err := s.access.authz.Reload(); err != nil {
 		return "", err
