@@ -586,6 +586,9 @@ func TestAttackMatrix(t *testing.T) {
 	}
 
 	byID, all := a.auditRecords(t)
+	files, _ := audit.Files(a.cfg.AuditPath())
+	pub, _ := audit.LoadPublicKey(filepath.Join(a.cfg.AuditKeyDir(), audit.PublicKeyFile))
+	tamperRun(t, files, pub)
 	for _, e := range expect {
 		if e.id == "" {
 			t.Errorf("%s: no request id in the response", e.name)
