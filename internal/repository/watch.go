@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,7 +21,9 @@ func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
 	defer w.Close()
 	r.watchTree(w)
 	// Catch anything that changed between the first load and the watch.
-	if _, err := r.Reload(); err != nil {
+	if _, err := r.Reload(); errors.Is(err, ErrClosed) {
+		return nil // shutting down
+	} else if err != nil {
 		r.log.Error("reload", "err", err)
 	}
 	var timer *time.Timer
@@ -57,7 +60,9 @@ func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
 			r.log.Warn("watching the model repository", "err", err)
 		case <-fire:
 			fire = nil
-			if _, err := r.Reload(); err != nil {
+			if _, err := r.Reload(); errors.Is(err, ErrClosed) {
+				return nil
+			} else if err != nil {
 				r.log.Error("reload", "err", err)
 			}
 			r.watchTree(w) // new model and version directories
