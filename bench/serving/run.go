@@ -344,6 +344,10 @@ func (b *bench) profile() ([]string, error) {
 			for _, p := range []pathKind{pathAegisGRPC, pathFloorGRPCORT, pathAegisBin, pathFloorBinORT} {
 				jobs = append(jobs, job{w, p, max(1, b.opt.profileRequests/10)})
 			}
+			// JSON at batch 64 parses 50,176 numbers a request: fewer.
+			for _, p := range []pathKind{pathAegisJSON, pathFloorJSONORT} {
+				jobs = append(jobs, job{w, p, max(1, b.opt.profileRequests/50)})
+			}
 		}
 	}
 	dir := b.opt.profileDir
