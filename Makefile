@@ -112,3 +112,11 @@ conformance: setup
 bench-load: setup
 	@mkdir -p build/bench/load
 	$(GO) run ./bench/load $(BENCH_LOAD_FLAGS)
+
+## bench-access: what TLS, authentication, authorization and the audit log add per request
+## (see docs/benchmarks.md); BENCH_ACCESS_FLAGS=-quick for a smoke run. Writes build/bench/access.md,
+## the server's CPU profiles under build/bench/access/, and leaves the audit logs it verified there.
+.PHONY: bench-access
+bench-access: setup
+	@mkdir -p build/bench
+	$(GO) run ./bench/access -o build/bench/access.md $(BENCH_ACCESS_FLAGS)

@@ -1,0 +1,470 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+	"github.com/aegis-inference/aegis/internal/app"
+	"github.com/aegis-inference/aegis/internal/audit"
+)
+
+// cellKey names one cell: a workload, transport, client count and
+// instance.
+type cellKey struct {
+	work    int // index into report.work
+	tr      transport
+	clients int
+	inst    string
+}
+
+// cell holds one sample per round.
+type cell struct{ samples []sample }
+
+// group is the cells measured together, round after round.
+type group struct {
+	work    int
+	tr      transport
+	clients int
+	paths   []string
+	others  float64 // CPUs busy with other work meanwhile; -1 if unknown
+}
+
+// report is the outcome of a run.
+type report struct {
+	opt       options
+	env       envInfo
+	work      []*workload
+	groups    []group
+	cells     map[cellKey]*cell
+	profiles  []string
+	logs      []logCheck
+	auditErr  error // the first audit log that failed its check
+	elapsed   time.Duration
+	loadAfter string
+}
+
+// bench holds a run's state.
+type bench struct {
+	opt   options
+	rep   *report
+	work  string // the work directory of this run (opt.dir/work)
+	child *childProc
+	info  childInfo
+	tls   *tls.Config
+	ctl   *http.Client
+	// requests sent to each instance, and how many of them were meant to
+	// be refused (no credential): the audit logs must account for each.
+	sent, refused map[string]int
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.opt.progress != nil {
+		fmt.Fprintf(b.opt.progress, format+"\n", args...)
+	}
+}
+
+// run performs a whole benchmark run.
+func run(opt options) (*report, error) {
+	start := time.Now()
+	if opt.pin {
+		if err := benchutil.PinToCPU(0); err != nil {
+			return nil, err
+		}
+	}
+	rep := &report{opt: opt, env: environment(opt.root, opt.dir), cells: map[cellKey]*cell{}}
+	b := &bench{opt: opt, rep: rep, work: filepath.Join(opt.dir, "work"), ctl: &http.Client{Timeout: requestTimeout},
+		sent: map[string]int{}, refused: map[string]int{}}
+
+	for _, spec := range []struct {
+		model string
+		batch int
+	}{{"digits", 1}, {"mlp", 1}, {"mlp", 64}} {
+		if spec.batch > 1 && !opt.batched {
+			continue
+		}
+		w, err := newWorkload(opt.root, spec.model, spec.batch)
+		if err != nil {
+			return nil, err
+		}
+		w.requests, w.warmup = opt.requests1, opt.warmup1
+		if spec.batch > 1 {
+			w.requests, w.warmup = opt.requestsN, opt.warmupN
+		}
+		rep.work = append(rep.work, w)
+	}
+	if err := b.prepareWork(); err != nil {
+		return nil, err
+	}
+	child, err := startChild(b.work, opt.lib, opt.pin, opt.serverProcs)
+	if err != nil {
+		return nil, err
+	}
+	b.child, b.info = child, child.info
+	defer child.stop()
+	rep.env.ortVersion = b.info.ORTVersion
+	b.logf("server process %d: %d instances; audit logs under %s", child.cmd.Process.Pid, len(b.info.Instances), b.work)
+	if b.tls, err = clientTLS(caFile(b.work)); err != nil {
+		return nil, err
+	}
+	if err := b.check(); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+
+	var all []string
+	for _, in := range instances {
+		all = append(all, in.name)
+	}
+	for wi := range rep.work {
+		for _, tr := range []transport{restJSON, grpcRaw} {
+			if err := b.runGroup(group{work: wi, tr: tr, clients: 1, paths: all}, start); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Group commit: the MLP at batch 1 with more clients than one.
+	for wi, w := range rep.work {
+		if w.model != "mlp" || w.batch != 1 {
+			continue
+		}
+		for _, c := range opt.clients {
+			g := group{work: wi, tr: restJSON, clients: c, paths: []string{"baseline", "secure-apikey", "secure-durable"}}
+			if err := b.runGroup(g, start); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if opt.profileRequests > 0 {
+		if rep.profiles, err = b.profile(); err != nil {
+			return nil, err
+		}
+	}
+	if err := child.stop(); err != nil {
+		return nil, fmt.Errorf("server process: %w", err)
+	}
+	rep.logs, rep.auditErr = b.checkLogs()
+	rep.elapsed = time.Since(start)
+	rep.loadAfter = benchutil.LoadAverage()
+	return rep, nil
+}
+
+// prepareWork replaces the work directory with one holding the models.
+func (b *bench) prepareWork() error {
+	if err := os.RemoveAll(b.work); err != nil {
+		return err
+	}
+	for _, w := range b.rep.work {
+		dir := filepath.Join(repoDir(b.work), w.model, "1")
+		if _, err := os.Stat(dir); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(filepath.Join(b.opt.root, "testdata", "models", w.model, "1", "model.onnx"))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clientTLS trusts the server process's CA, TLS 1.3 only.
+func clientTLS(ca string) (*tls.Config, error) {
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no certificate", ca)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}, nil
+}
+
+// target is how a client reaches instance over tr, with its credential.
+func (b *bench) target(inst string, tr transport) target {
+	in, _ := lookupInstance(inst)
+	ep := b.info.Instances[inst]
+	t := target{addr: ep.HTTP}
+	if tr == grpcRaw {
+		t.addr = ep.GRPC
+	}
+	if in.tls {
+		t.tls = b.tls
+	}
+	switch in.auth {
+	case "api_key":
+		t.authorization = "Bearer " + ep.APIKey
+	case "jwt":
+		t.authorization = "Bearer " + b.info.Token
+	}
+	return t
+}
+
+// check sends every workload once to every instance over both transports:
+// every answer must be byte-identical to the baseline's (whose sizes every
+// later response must have). Then every instance that authenticates must
+// refuse a request without a credential, on both transports.
+func (b *bench) check() error {
+	for _, w := range b.rep.work {
+		var wantJSON []byte
+		var wantRaw [][]byte
+		for _, in := range instances {
+			name := fmt.Sprintf("%s, %s", in.name, w)
+			rd, err := newRESTDriver(b.target(in.name, restJSON), w, -1)
+			if err != nil {
+				return err
+			}
+			body, err := rd.doStatus()
+			body = bytes.Clone(body)
+			b.sent[in.name] += rd.sent()
+			rd.close()
+			if err != nil {
+				return fmt.Errorf("%s, REST: %w", name, err)
+			}
+			gd, err := newGRPCDriver(b.target(in.name, grpcRaw), w, -1)
+			if err != nil {
+				return err
+			}
+			err = gd.do()
+			b.sent[in.name] += gd.sent()
+			gd.close()
+			if err != nil {
+				return fmt.Errorf("%s, gRPC: %w", name, err)
+			}
+			if wantJSON == nil {
+				wantJSON, wantRaw = body, gd.last.RawOutputContents
+				w.jsonRespLen, w.grpcRespLen = len(body), rawBytes(gd.last)
+				continue
+			}
+			if !bytes.Equal(body, wantJSON) {
+				return fmt.Errorf("%s, REST: answer differs from the baseline's:\n%.300s\n%.300s", name, body, wantJSON)
+			}
+			if len(gd.last.RawOutputContents) != len(wantRaw) {
+				return fmt.Errorf("%s, gRPC: %d outputs, baseline %d", name, len(gd.last.RawOutputContents), len(wantRaw))
+			}
+			for i := range wantRaw {
+				if !bytes.Equal(gd.last.RawOutputContents[i], wantRaw[i]) {
+					return fmt.Errorf("%s, gRPC: output %d differs from the baseline's", name, i)
+				}
+			}
+		}
+	}
+	w := b.rep.work[0]
+	for _, in := range instances {
+		if in.auth == "" {
+			continue
+		}
+		t := b.target(in.name, restJSON)
+		t.authorization = ""
+		rd, err := newRESTDriver(t, w, -1)
+		if err != nil {
+			return err
+		}
+		_, err = rd.doStatus()
+		b.sent[in.name] += rd.sent()
+		rd.close()
+		if se := (*statusError)(nil); !errors.As(err, &se) || se.code != http.StatusUnauthorized {
+			return fmt.Errorf("%s: REST request without credential: got %v, want status 401", in.name, err)
+		}
+		t = b.target(in.name, grpcRaw)
+		t.authorization = ""
+		gd, err := newGRPCDriver(t, w, -1)
+		if err != nil {
+			return err
+		}
+		err = gd.do()
+		b.sent[in.name] += gd.sent()
+		gd.close()
+		if status.Code(err) != codes.Unauthenticated {
+			return fmt.Errorf("%s: gRPC request without credential: got %v, want Unauthenticated", in.name, err)
+		}
+		b.refused[in.name] += 2
+	}
+	return nil
+}
+
+// runGroup measures g's paths for every round, forward in odd rounds and
+// backward in even ones.
+func (b *bench) runGroup(g group, start time.Time) error {
+	w := b.rep.work[g.work]
+	snap := benchutil.TakeCPUSnap(b.child.cmd.Process.Pid)
+	for r := range b.opt.rounds {
+		for i := range g.paths {
+			p := g.paths[i]
+			if r%2 == 1 {
+				p = g.paths[len(g.paths)-1-i]
+			}
+			s, err := b.measure(w, g.tr, g.clients, p, w.requests, nil)
+			if err != nil {
+				return fmt.Errorf("%s, %s, %d client(s), %s: %w", w, g.tr, g.clients, p, err)
+			}
+			k := cellKey{g.work, g.tr, g.clients, p}
+			if b.rep.cells[k] == nil {
+				b.rep.cells[k] = &cell{}
+			}
+			b.rep.cells[k].samples = append(b.rep.cells[k].samples, s)
+		}
+	}
+	g.others = snap.OthersSince(benchutil.TakeCPUSnap(b.child.cmd.Process.Pid))
+	b.rep.groups = append(b.rep.groups, g)
+	base := b.rep.cells[cellKey{g.work, g.tr, g.clients, g.paths[0]}]
+	last := b.rep.cells[cellKey{g.work, g.tr, g.clients, g.paths[len(g.paths)-1]}]
+	b.logf("%-14s %-9s clients %d: %s p50 %v, %s p50 %v; other load %.2f CPUs (%.0fs)", w, g.tr, g.clients,
+		g.paths[0], median(base, p50), g.paths[len(g.paths)-1], median(last, p50), g.others, time.Since(start).Seconds())
+	return nil
+}
+
+// measure runs one cell once. extra, if set, runs after the warm-up, just
+// before the measured requests (it starts a profile).
+func (b *bench) measure(w *workload, tr transport, clients int, inst string, requests int, extra func() error) (sample, error) {
+	t := b.target(inst, tr)
+	newDriver := func() (driver, error) {
+		if tr == grpcRaw {
+			return newGRPCDriver(t, w, w.grpcRespLen)
+		}
+		return newRESTDriver(t, w, w.jsonRespLen)
+	}
+	in, _ := lookupInstance(inst)
+	var st0, st1 audit.Stats
+	// Start every measurement from a freshly collected heap on both sides.
+	before := func() error {
+		runtime.GC()
+		if err := b.control(http.MethodPost, "/gc", nil, nil); err != nil {
+			return err
+		}
+		if in.audit {
+			var err error
+			if st0, err = b.auditStats(inst); err != nil {
+				return err
+			}
+		}
+		if extra != nil {
+			return extra()
+		}
+		return nil
+	}
+	after := func() error {
+		if !in.audit {
+			return nil
+		}
+		var err error
+		st1, err = b.auditStats(inst)
+		return err
+	}
+	s, err := measure(newDriver, clients, w.warmup, requests, before, after, func(n int) { b.sent[inst] += n })
+	if err != nil {
+		return s, err
+	}
+	if in.audit {
+		s.records = (st1.Records - st1.Checkpoints) - (st0.Records - st0.Checkpoints)
+		s.batches = st1.Batches - st0.Batches
+		if int(s.records) != s.requests {
+			return s, fmt.Errorf("audit log took %d records during %d measured requests", s.records, s.requests)
+		}
+	}
+	return s, nil
+}
+
+// auditStats returns the audit log counters of an instance.
+func (b *bench) auditStats(inst string) (audit.Stats, error) {
+	var st app.AuditStatus
+	var body bytes.Buffer
+	if err := b.control(http.MethodGet, "/audit", url.Values{"instance": {inst}}, &body); err != nil {
+		return audit.Stats{}, err
+	}
+	if err := json.Unmarshal(body.Bytes(), &st); err != nil {
+		return audit.Stats{}, fmt.Errorf("audit status: %w", err)
+	}
+	if !st.Healthy {
+		return audit.Stats{}, fmt.Errorf("%s: audit log unhealthy: %+v", inst, st.Log)
+	}
+	return st.Log, nil
+}
+
+// control calls the server process's control listener.
+func (b *bench) control(method, path string, q url.Values, out io.Writer) error {
+	u := "http://" + b.info.Control + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.ctl.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("control %s: status %d: %s", path, resp.StatusCode, msg)
+	}
+	if out != nil {
+		_, err = io.Copy(out, resp.Body)
+	}
+	return err
+}
+
+// profile captures the server process's CPU profile while one client
+// sends the MLP at batch 1: the secure instances next to the baseline on
+// each transport, and the JWT instance without its token cache.
+func (b *bench) profile() ([]string, error) {
+	wi := -1
+	for i, w := range b.rep.work {
+		if w.model == "mlp" && w.batch == 1 {
+			wi = i
+		}
+	}
+	if wi < 0 {
+		return nil, nil
+	}
+	w := b.rep.work[wi]
+	jobs := []struct {
+		inst string
+		tr   transport
+	}{
+		{"secure-apikey", restJSON}, {"baseline", restJSON},
+		{"secure-apikey", grpcRaw}, {"baseline", grpcRaw},
+		{"secure-jwt-nocache", restJSON}, {"secure-durable", restJSON},
+	}
+	if err := os.MkdirAll(b.opt.dir, 0o755); err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, j := range jobs {
+		file := filepath.Join(b.opt.dir, fmt.Sprintf("%s-%s.prof", j.inst, j.tr))
+		start := func() error {
+			return b.control(http.MethodPost, "/profile/start", url.Values{"file": {file}}, nil)
+		}
+		s, err := b.measure(w, j.tr, 1, j.inst, b.opt.profileRequests, start)
+		if stopErr := b.control(http.MethodPost, "/profile/stop", nil, nil); err == nil {
+			err = stopErr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("profile %s %s: %w", j.inst, j.tr, err)
+		}
+		b.logf("profiled %s %s: %d requests, p50 %v -> %s", j.inst, j.tr, s.requests, s.p50(), file)
+		files = append(files, file)
+	}
+	return files, nil
+}
