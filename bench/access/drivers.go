@@ -65,6 +65,7 @@ type restDriver struct {
 	rd      bytes.Reader
 	buf     bytes.Buffer
 	n       int
+	proto   string // of the last response
 }
 
 func newRESTDriver(t target, w *workload, wantLen int) (*restDriver, error) {
@@ -112,6 +113,7 @@ func (d *restDriver) doStatus() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.proto = resp.Proto
 	d.buf.Reset()
 	_, err = d.buf.ReadFrom(resp.Body)
 	resp.Body.Close()

@@ -1,25 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
-	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/audit"
 )
 
@@ -219,89 +210,6 @@ func (b *bench) target(inst string, tr transport) target {
 	return t
 }
 
-// check sends every workload once to every instance over both transports:
-// every answer must be byte-identical to the baseline's (whose sizes every
-// later response must have). Then every instance that authenticates must
-// refuse a request without a credential, on both transports.
-func (b *bench) check() error {
-	for _, w := range b.rep.work {
-		var wantJSON []byte
-		var wantRaw [][]byte
-		for _, in := range instances {
-			name := fmt.Sprintf("%s, %s", in.name, w)
-			rd, err := newRESTDriver(b.target(in.name, restJSON), w, -1)
-			if err != nil {
-				return err
-			}
-			body, err := rd.doStatus()
-			body = bytes.Clone(body)
-			b.sent[in.name] += rd.sent()
-			rd.close()
-			if err != nil {
-				return fmt.Errorf("%s, REST: %w", name, err)
-			}
-			gd, err := newGRPCDriver(b.target(in.name, grpcRaw), w, -1)
-			if err != nil {
-				return err
-			}
-			err = gd.do()
-			b.sent[in.name] += gd.sent()
-			gd.close()
-			if err != nil {
-				return fmt.Errorf("%s, gRPC: %w", name, err)
-			}
-			if wantJSON == nil {
-				wantJSON, wantRaw = body, gd.last.RawOutputContents
-				w.jsonRespLen, w.grpcRespLen = len(body), rawBytes(gd.last)
-				continue
-			}
-			if !bytes.Equal(body, wantJSON) {
-				return fmt.Errorf("%s, REST: answer differs from the baseline's:\n%.300s\n%.300s", name, body, wantJSON)
-			}
-			if len(gd.last.RawOutputContents) != len(wantRaw) {
-				return fmt.Errorf("%s, gRPC: %d outputs, baseline %d", name, len(gd.last.RawOutputContents), len(wantRaw))
-			}
-			for i := range wantRaw {
-				if !bytes.Equal(gd.last.RawOutputContents[i], wantRaw[i]) {
-					return fmt.Errorf("%s, gRPC: output %d differs from the baseline's", name, i)
-				}
-			}
-		}
-	}
-	w := b.rep.work[0]
-	for _, in := range instances {
-		if in.auth == "" {
-			continue
-		}
-		t := b.target(in.name, restJSON)
-		t.authorization = ""
-		rd, err := newRESTDriver(t, w, -1)
-		if err != nil {
-			return err
-		}
-		_, err = rd.doStatus()
-		b.sent[in.name] += rd.sent()
-		rd.close()
-		if se := (*statusError)(nil); !errors.As(err, &se) || se.code != http.StatusUnauthorized {
-			return fmt.Errorf("%s: REST request without credential: got %v, want status 401", in.name, err)
-		}
-		t = b.target(in.name, grpcRaw)
-		t.authorization = ""
-		gd, err := newGRPCDriver(t, w, -1)
-		if err != nil {
-			return err
-		}
-		err = gd.do()
-		b.sent[in.name] += gd.sent()
-		gd.close()
-		if status.Code(err) != codes.Unauthenticated {
-			return fmt.Errorf("%s: gRPC request without credential: got %v, want Unauthenticated", in.name, err)
-		}
-		b.refused[in.name] += 2
-	}
-	return nil
-}
-
 // runGroup measures g's paths for every round, forward in odd rounds and
 // backward in even ones.
 func (b *bench) runGroup(g group, start time.Time) error {
@@ -382,89 +290,4 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 		}
 	}
 	return s, nil
-}
-
-// auditStats returns the audit log counters of an instance.
-func (b *bench) auditStats(inst string) (audit.Stats, error) {
-	var st app.AuditStatus
-	var body bytes.Buffer
-	if err := b.control(http.MethodGet, "/audit", url.Values{"instance": {inst}}, &body); err != nil {
-		return audit.Stats{}, err
-	}
-	if err := json.Unmarshal(body.Bytes(), &st); err != nil {
-		return audit.Stats{}, fmt.Errorf("audit status: %w", err)
-	}
-	if !st.Healthy {
-		return audit.Stats{}, fmt.Errorf("%s: audit log unhealthy: %+v", inst, st.Log)
-	}
-	return st.Log, nil
-}
-
-// control calls the server process's control listener.
-func (b *bench) control(method, path string, q url.Values, out io.Writer) error {
-	u := "http://" + b.info.Control + path
-	if q != nil {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := b.ctl.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("control %s: status %d: %s", path, resp.StatusCode, msg)
-	}
-	if out != nil {
-		_, err = io.Copy(out, resp.Body)
-	}
-	return err
-}
-
-// profile captures the server process's CPU profile while one client
-// sends the MLP at batch 1: the secure instances next to the baseline on
-// each transport, and the JWT instance without its token cache.
-func (b *bench) profile() ([]string, error) {
-	wi := -1
-	for i, w := range b.rep.work {
-		if w.model == "mlp" && w.batch == 1 {
-			wi = i
-		}
-	}
-	if wi < 0 {
-		return nil, nil
-	}
-	w := b.rep.work[wi]
-	jobs := []struct {
-		inst string
-		tr   transport
-	}{
-		{"secure-apikey", restJSON}, {"baseline", restJSON},
-		{"secure-apikey", grpcRaw}, {"baseline", grpcRaw},
-		{"secure-jwt-nocache", restJSON}, {"secure-durable", restJSON},
-	}
-	if err := os.MkdirAll(b.opt.dir, 0o755); err != nil {
-		return nil, err
-	}
-	var files []string
-	for _, j := range jobs {
-		file := filepath.Join(b.opt.dir, fmt.Sprintf("%s-%s.prof", j.inst, j.tr))
-		start := func() error {
-			return b.control(http.MethodPost, "/profile/start", url.Values{"file": {file}}, nil)
-		}
-		s, err := b.measure(w, j.tr, 1, j.inst, b.opt.profileRequests, start)
-		if stopErr := b.control(http.MethodPost, "/profile/stop", nil, nil); err == nil {
-			err = stopErr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("profile %s %s: %w", j.inst, j.tr, err)
-		}
-		b.logf("profiled %s %s: %d requests, p50 %v -> %s", j.inst, j.tr, s.requests, s.p50(), file)
-		files = append(files, file)
-	}
-	return files, nil
 }
