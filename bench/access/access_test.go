@@ -40,6 +40,7 @@ func TestQuickRun(t *testing.T) {
 	}
 	dir := t.TempDir()
 	opt := options{
+		parts:           map[string]bool{"main": true, "commit": true, "profiles": true},
 		batched:         true,
 		clients:         []int{2, 4},
 		profileRequests: 1,

@@ -203,6 +203,9 @@ type sample struct {
 	requests int
 	// audit log counters over the measured phase (instances that audit)
 	records, batches uint64
+	// read and write system calls the server process made over the
+	// measured phase (all of its threads and instances); 0 if unknown
+	syscr, syscw uint64
 }
 
 func (s sample) p50() time.Duration { return benchutil.Percentile(s.lat, 0.50) }

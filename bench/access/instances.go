@@ -23,11 +23,16 @@ type instance struct {
 	durable  bool // audit.durable: fsync each record before its response
 }
 
-// instances, in the order the report lists them. Each adds one thing to
-// the one before it, except the JWT variants, which replace the API key,
-// and secure-durable, which differs from secure-apikey in audit.durable.
+// instances, in the order the report lists them. From tls on each adds one
+// thing to the one before it, except the JWT variants, which replace the
+// API key, and secure-durable, which differs from secure-apikey in
+// audit.durable. baseline-2 is a control: the same configuration as
+// baseline in another instance (its own sessions, buffers and
+// connections), so the difference between the two shows what the method
+// cannot resolve.
 var instances = []instance{
 	{name: "baseline", desc: "plaintext; authentication and audit disabled: what bench/serving measures"},
+	{name: "baseline-2", desc: "a second, identical baseline instance: its difference from baseline is the method's noise floor (an A/A test)"},
 	{name: "tls", tls: true, desc: "TLS 1.3 only; authentication and audit disabled"},
 	{name: "tls+apikey", tls: true, auth: "api_key", desc: "TLS, API key, authorization policy; audit disabled"},
 	{name: "secure-apikey", tls: true, auth: "api_key", audit: true,

@@ -96,6 +96,9 @@ type options struct {
 	warmupN     int   // ... at batch 64
 	batched     bool  // also the MLP at batch 64
 	clients     []int // client counts of the group-commit part (beyond 1)
+	// parts of the run: "main" (every path at 1 client), "commit" (group
+	// commit with more clients), "profiles"
+	parts map[string]bool
 
 	profileRequests int // requests per profiled path; 0 for no profiles
 
@@ -116,6 +119,7 @@ func parseFlags(args []string) (options, error) {
 	batched := fs.Bool("batched", true, "also measure the MLP at batch 64")
 	clients := fs.String("clients", "2,4,8", "concurrent clients in the group-commit part (MLP, batch 1)")
 	pin := fs.Bool("pin", true, "bind the harness to CPU 0 and the server process to CPU 1, each with GOMAXPROCS 1 (needs 2 CPUs)")
+	parts := fs.String("parts", "main,commit,profiles", "parts to run: main (every path, 1 client), commit (group commit, -clients), profiles")
 	procs := fs.Int("server-procs", 0, "the server process's GOMAXPROCS, if not the default (1 when pinned, else the CPU count)")
 	profReq := fs.Int("profile-requests", 30000, "requests per profiled path (MLP, batch 1, 1 client); 0 for no profiles")
 	dir := fs.String("dir", "build/bench/access", "work directory: models, certificates, state (audit logs) and CPU profiles; its work/ is replaced")
@@ -140,6 +144,16 @@ func parseFlags(args []string) (options, error) {
 	}
 	if !filepath.IsAbs(opt.dir) {
 		opt.dir = filepath.Join(root, opt.dir)
+	}
+	opt.parts = map[string]bool{}
+	for _, f := range strings.Split(*parts, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "main", "commit", "profiles":
+			opt.parts[f] = true
+		case "":
+		default:
+			return options{}, fmt.Errorf("-parts: unknown part %q (want main, commit, profiles)", f)
+		}
 	}
 	for _, f := range strings.Split(*clients, ",") {
 		if f = strings.TrimSpace(f); f == "" {

@@ -54,6 +54,22 @@ func perBatch(c *cell) float64 {
 	return float64(rec) / float64(bat)
 }
 
+// syscalls formats the server process's read and write system calls per
+// measured request, medians over rounds.
+func syscalls(c *cell) string {
+	var r, w []float64
+	for _, s := range c.samples {
+		if s.requests > 0 && s.syscr+s.syscw > 0 {
+			r = append(r, float64(s.syscr)/float64(s.requests))
+			w = append(w, float64(s.syscw)/float64(s.requests))
+		}
+	}
+	if len(r) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f / %.2f", benchutil.Median(r), benchutil.Median(w))
+}
+
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func fmtUS(v float64) string {
@@ -147,7 +163,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "\n## Targets (%s, 1 client)\n\n", r.work[h])
 	fmt.Fprintf(&b, "*Added* = the path's p50 (p99) − the baseline's p50 (p99), taken within each round; the median over rounds, [min, max] over rounds.\n\n")
 	fmt.Fprintf(&b, "| target | path | transport | added p50 µs | added p99 µs | verdict |\n|---|---|---|---|---|---|\n")
-	for _, inst := range []string{"secure-apikey", "secure-jwt", "secure-jwt-nocache", "secure-durable"} {
+	for _, inst := range []string{"secure-apikey", "secure-jwt", "secure-jwt-nocache", "secure-durable", "baseline-2"} {
 		for _, tr := range []transport{restJSON, grpcRaw} {
 			c, base := r.cell(h, tr, 1, inst), r.cell(h, tr, 1, "baseline")
 			if c == nil || base == nil {
@@ -155,6 +171,9 @@ func (r *report) markdown() string {
 			}
 			d50 := diffs(c, base, p50)
 			name, verdict := "(no target)", "—"
+			if inst == "baseline-2" {
+				name = "(A/A control: ideally 0)"
+			}
 			if lim, ok := targetLimit[inst]; ok {
 				name = fmt.Sprintf("≤ %.0f µs added at p50", lim)
 				verdict = "met"
@@ -171,8 +190,8 @@ func (r *report) markdown() string {
 			continue
 		}
 		fmt.Fprintf(&b, "\n## %s, %s, 1 client\n\n", r.work[g.work], g.tr)
-		fmt.Fprintf(&b, "| path | p50 µs | p99 µs | requests/s | added p50 µs | added p99 µs | step p50 µs | step over |\n")
-		fmt.Fprintf(&b, "|---|---:|---:|---:|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| path | p50 µs | p99 µs | requests/s | added p50 µs | added p99 µs | step p50 µs | step over | server reads / writes per request |\n")
+		fmt.Fprintf(&b, "|---|---:|---:|---:|---|---|---|---|---|\n")
 		base := r.cell(g.work, g.tr, 1, "baseline")
 		for _, p := range g.paths {
 			c := r.cell(g.work, g.tr, 1, p)
@@ -185,20 +204,23 @@ func (r *report) markdown() string {
 					step, over = fmtRange(diffs(c, pc, p50)), "`"+par+"`"
 				}
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %s | %.0f | %s | %s | %s | %s |\n", p, fmtUS(us(median(c, p50))), fmtUS(us(median(c, p99))),
-				benchutil.Median(throughputs(c)), add50, add99, step, over)
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", p, fmtUS(us(median(c, p50))), fmtUS(us(median(c, p99))),
+				benchutil.Median(throughputs(c)), add50, add99, step, over, syscalls(c))
 		}
 		if g.others >= 0 {
 			fmt.Fprintf(&b, "\nOther load while measuring: %.2f of %d CPUs.\n", g.others, e.cpus)
 		}
 	}
 
-	if r.cell(h, restJSON, 1, "secure-durable") != nil {
+	if slices.ContainsFunc(r.groups, func(g group) bool { return g.clients > 1 }) || r.cell(h, restJSON, 1, "secure-durable") != nil {
 		fmt.Fprintf(&b, "\n## Durable audit and group commit (%s, rest-json)\n\n", r.work[h])
 		fmt.Fprintf(&b, "*records per write* is request records per write(2) over the measured requests of every round; in durable mode each write is followed by one fdatasync, so it is records per fsync.\n\n")
 		fmt.Fprintf(&b, "| clients | path | p50 µs | p99 µs | requests/s | vs baseline | added p50 µs | records per write |\n")
 		fmt.Fprintf(&b, "|---:|---|---:|---:|---:|---:|---|---:|\n")
 		for _, clients := range append([]int{1}, o.clients...) {
+			if clients == 1 && !o.parts["main"] && !o.parts["commit"] {
+				continue
+			}
 			base := r.cell(h, restJSON, clients, "baseline")
 			for _, p := range []string{"baseline", "secure-apikey", "secure-durable"} {
 				c := r.cell(h, restJSON, clients, p)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
@@ -48,6 +50,9 @@ type report struct {
 	elapsed   time.Duration
 	loadAfter string
 }
+
+// commitPaths are the paths of the group-commit part.
+var commitPaths = []string{"baseline", "secure-apikey", "secure-durable"}
 
 // bench holds a run's state.
 type bench struct {
@@ -122,24 +127,32 @@ func run(opt options) (*report, error) {
 	}
 	for wi := range rep.work {
 		for _, tr := range []transport{restJSON, grpcRaw} {
+			if !opt.parts["main"] {
+				continue
+			}
 			if err := b.runGroup(group{work: wi, tr: tr, clients: 1, paths: all}, start); err != nil {
 				return nil, err
 			}
 		}
 	}
-	// Group commit: the MLP at batch 1 with more clients than one.
+	// Group commit: the MLP at batch 1 with more clients than one (and
+	// with one, if the main part did not measure it).
+	commitClients := opt.clients
+	if !opt.parts["main"] {
+		commitClients = append([]int{1}, commitClients...)
+	}
 	for wi, w := range rep.work {
-		if w.model != "mlp" || w.batch != 1 {
+		if w.model != "mlp" || w.batch != 1 || !opt.parts["commit"] {
 			continue
 		}
-		for _, c := range opt.clients {
-			g := group{work: wi, tr: restJSON, clients: c, paths: []string{"baseline", "secure-apikey", "secure-durable"}}
+		for _, c := range commitClients {
+			g := group{work: wi, tr: restJSON, clients: c, paths: commitPaths}
 			if err := b.runGroup(g, start); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if opt.profileRequests > 0 {
+	if opt.profileRequests > 0 && opt.parts["profiles"] {
 		if rep.profiles, err = b.profile(); err != nil {
 			return nil, err
 		}
@@ -253,6 +266,7 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 	}
 	in, _ := lookupInstance(inst)
 	var st0, st1 audit.Stats
+	var io0, io1 ioCounts
 	// Start every measurement from a freshly collected heap on both sides.
 	before := func() error {
 		runtime.GC()
@@ -266,11 +280,15 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 			}
 		}
 		if extra != nil {
-			return extra()
+			if err := extra(); err != nil {
+				return err
+			}
 		}
+		io0 = readIO(b.child.cmd.Process.Pid)
 		return nil
 	}
 	after := func() error {
+		io1 = readIO(b.child.cmd.Process.Pid)
 		if !in.audit {
 			return nil
 		}
@@ -282,6 +300,9 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 	if err != nil {
 		return s, err
 	}
+	if io0.ok && io1.ok {
+		s.syscr, s.syscw = io1.syscr-io0.syscr, io1.syscw-io0.syscw
+	}
 	if in.audit {
 		s.records = (st1.Records - st1.Checkpoints) - (st0.Records - st0.Checkpoints)
 		s.batches = st1.Batches - st0.Batches
@@ -290,4 +311,38 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 		}
 	}
 	return s, nil
+}
+
+// ioCounts are a process's read and write system call counts
+// (/proc/<pid>/io).
+type ioCounts struct {
+	syscr, syscw uint64
+	ok           bool
+}
+
+func readIO(pid int) ioCounts {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return ioCounts{}
+	}
+	var c ioCounts
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		x, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "syscr":
+			c.syscr, n = x, n+1
+		case "syscw":
+			c.syscw, n = x, n+1
+		}
+	}
+	c.ok = n == 2
+	return c
 }
