@@ -4,8 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
@@ -18,8 +20,10 @@ type envInfo struct {
 	goVersion  string
 	ortVersion string
 	fsType     string // the file system the audit logs are on
-	loadBefore string // /proc/loadavg when the run started
-	revision   string // git commit, and whether internal/ had local changes
+	// fdatasync latency on that file system (fsyncProbe), 0 if unknown
+	fsync50, fsync99 time.Duration
+	loadBefore       string // /proc/loadavg when the run started
+	revision         string // git commit, and whether internal/ had local changes
 }
 
 func environment(root, dir string) envInfo {
@@ -47,6 +51,7 @@ func environment(root, dir string) envInfo {
 		if syscall.Statfs(dir, &st) == nil {
 			e.fsType = fsName(int64(st.Type))
 		}
+		e.fsync50, e.fsync99 = fsyncProbe(dir)
 	}
 	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		e.revision = strings.TrimSpace(string(out))
@@ -74,4 +79,31 @@ func fsName(magic int64) string {
 		return "zfs"
 	}
 	return "unknown"
+}
+
+// fsyncProbe appends a line of an audit record's size to a new file in dir
+// and fdatasyncs it, 500 times, as the durable audit log does for a batch
+// of one, and returns the p50 and p99 of the pair; zeros if it fails.
+func fsyncProbe(dir string) (p50, p99 time.Duration) {
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		return 0, 0
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	line := make([]byte, 640)
+	line[len(line)-1] = '\n'
+	lat := make([]time.Duration, 0, 500)
+	for range 500 {
+		t0 := time.Now()
+		if _, err := f.Write(line); err != nil {
+			return 0, 0
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, 0
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	return benchutil.Percentile(lat, 0.5), benchutil.Percentile(lat, 0.99)
 }

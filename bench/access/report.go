@@ -149,6 +149,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- Per cell and round: %d requests at batch 1 (%d warm-up per client), %d at batch 64 (%d warm-up); %d round(s), medians reported\n",
 		o.requests1, o.warmup1, o.requestsN, o.warmupN, o.rounds)
 	fmt.Fprintf(&b, "- Audit logs (and state): `%s/<instance>/state/audit/audit.log`, on %s\n", rel(filepath.Join(o.dir, "work")), e.fsType)
+	if e.fsync50 > 0 {
+		fmt.Fprintf(&b, "- write(2) of one record-sized line + fdatasync on that file system, measured before the run (harness, 500 times): p50 %s µs, p99 %s µs\n",
+			fmtUS(us(e.fsync50)), fmtUS(us(e.fsync99)))
+	}
 	fmt.Fprintf(&b, "- Wall time: %.0f s; load average before the run %s, after %s\n", r.elapsed.Seconds(), e.loadBefore, r.loadAfter)
 	if o.quick {
 		fmt.Fprintf(&b, "- **Quick (smoke) run: the figures are not meaningful.**\n")
