@@ -26,9 +26,9 @@
 // byte-identical to the baseline's. Every cell runs a fixed number of
 // requests after a warm-up, in several rounds, the paths in alternating
 // order; the added p50 and p99 over baseline are taken within each round
-// and the report gives their median. A second part runs the MLP with 1 to
-// 8 concurrent clients to show group commit holding throughput in durable
-// mode. At the end the server process shuts down, closing its audit logs,
+// and the report gives their median. A second part runs the MLP with 2, 4
+// and 8 concurrent clients, to show how much throughput durable mode keeps
+// and how many records share an fsync (group commit). At the end the server process shuts down, closing its audit logs,
 // and every audit log is verified (audit.Verify, signatures included) and
 // must hold exactly one request record per request sent.
 //
