@@ -21,7 +21,14 @@ const HMACKeySize = 32
 // whoever holds the key can check that a given tensor is the one recorded.
 // It is safe for concurrent use.
 type Hasher struct {
-	pool sync.Pool // of hash.Hash, each an HMAC under the key
+	pool sync.Pool // of *hashState, each with an HMAC under the key
+}
+
+// hashState is an HMAC and a buffer that gathers the small fields of the
+// encoding, so they reach the hash in a few writes rather than one each.
+type hashState struct {
+	m   hash.Hash
+	buf []byte
 }
 
 // NewHasher returns a Hasher keyed with key, which must be at least
@@ -32,7 +39,7 @@ func NewHasher(key []byte) (*Hasher, error) {
 	}
 	k := append([]byte(nil), key...)
 	h := &Hasher{}
-	h.pool.New = func() any { return hmac.New(sha256.New, k) }
+	h.pool.New = func() any { return &hashState{m: hmac.New(sha256.New, k), buf: make([]byte, 0, 512)} }
 	return h, nil
 }
 
@@ -48,42 +55,56 @@ const hashContext = "aegis audit tensors v1"
 // count then each element length-prefixed. An empty list still has a hash
 // (of a zero count).
 func (h *Hasher) Sum(ts []tensor.Tensor) (sum string, size int64) {
-	m := h.pool.Get().(hash.Hash)
+	st := h.pool.Get().(*hashState)
+	m, b := st.m, st.buf[:0]
 	m.Reset()
-	var scratch [8]byte
-	num := func(v uint64) {
-		binary.BigEndian.PutUint64(scratch[:], v)
-		m.Write(scratch[:])
+	flush := func() {
+		m.Write(b)
+		b = b[:0]
 	}
-	str := func(s string) {
-		num(uint64(len(s)))
-		m.Write([]byte(s))
-	}
-	str(hashContext)
-	num(uint64(len(ts)))
+	b = binary.BigEndian.AppendUint64(b, uint64(len(hashContext)))
+	b = append(b, hashContext...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(ts)))
 	for i := range ts {
 		t := &ts[i]
-		str(t.Name)
-		str(t.DType.String())
-		num(uint64(len(t.Shape)))
+		name, dt := t.Name, t.DType.String()
+		b = binary.BigEndian.AppendUint64(b, uint64(len(name)))
+		b = append(b, name...)
+		b = binary.BigEndian.AppendUint64(b, uint64(len(dt)))
+		b = append(b, dt...)
+		b = binary.BigEndian.AppendUint64(b, uint64(len(t.Shape)))
 		for _, d := range t.Shape {
-			num(uint64(d))
+			b = binary.BigEndian.AppendUint64(b, uint64(d))
 		}
 		if t.DType == tensor.Bytes {
-			num(uint64(len(t.Strings)))
+			b = binary.BigEndian.AppendUint64(b, uint64(len(t.Strings)))
 			for _, s := range t.Strings {
-				num(uint64(len(s)))
-				m.Write(s)
+				b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+				if len(s) > 256 {
+					flush()
+					m.Write(s)
+				} else {
+					b = append(b, s...)
+				}
 			}
 		} else {
-			num(uint64(len(t.Data)))
-			m.Write(t.Data)
+			b = binary.BigEndian.AppendUint64(b, uint64(len(t.Data)))
+			if len(t.Data) > 256 {
+				flush()
+				m.Write(t.Data)
+			} else {
+				b = append(b, t.Data...)
+			}
 		}
 		size += int64(t.ByteSize())
 	}
+	flush()
 	var out [sha256.Size]byte
 	var hx [2 * sha256.Size]byte
 	hex.Encode(hx[:], m.Sum(out[:0]))
-	h.pool.Put(m)
+	if cap(b) <= 64<<10 {
+		st.buf = b[:0]
+	}
+	h.pool.Put(st)
 	return string(hx[:]), size
 }
