@@ -91,6 +91,7 @@ type Gate struct {
 
 	admitted, refusedAuth, refusedAudit, auditFailures atomic.Int64
 	refusedTLS                                         atomic.Int64
+	inFlight                                           atomic.Int64 // admitted, not yet finished
 	lastAuditLog                                       atomic.Int64 // unix nanoseconds of the last audit-failure log line
 }
 
@@ -100,6 +101,15 @@ func New(opts Options) *Gate {
 		opts.Logger = slog.Default()
 	}
 	return &Gate{opts: opts}
+}
+
+// InFlight is the number of admitted requests whose audit record is not
+// written yet: the durable audit log's group commit waits for them.
+func (g *Gate) InFlight() int {
+	if g == nil {
+		return 0
+	}
+	return int(g.inFlight.Load())
 }
 
 // Healthy returns an error while the audit log cannot write: the server
@@ -133,6 +143,7 @@ type Ticket struct {
 	rec       Record
 	decided   bool
 	finished  bool
+	admitted  bool // counted in the gate's in-flight requests
 }
 
 // Stats are the gate's counters.
@@ -210,6 +221,8 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 	}
 	t.rec.Principal, t.rec.Auth = t.principal.ID, t.principal.Method
 	g.admitted.Add(1)
+	g.inFlight.Add(1)
+	t.admitted = true
 	return t, nil
 }
 
@@ -299,6 +312,9 @@ func (t *Ticket) Finish(status int, msg string) error {
 		return nil
 	}
 	t.finished = true
+	if t.admitted {
+		defer t.g.inFlight.Add(-1)
+	}
 	r := &t.rec
 	r.Status, r.Error = status, msg
 	if !t.decided {

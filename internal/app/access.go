@@ -111,20 +111,25 @@ func buildAccess(ctx context.Context, cfg config.Config, store *state.Bolt, log 
 		opts.Authz = p.authz
 		log.Info("authentication on", "methods", authMethods(cfg), "policy", p.policy)
 	}
+	// The durable log's group commit counts the requests in flight, which
+	// the gate made below knows.
+	var gate *access.Gate
+	siblings := func() int { return gate.InFlight() }
 	if cfg.Audit.Disabled {
 		log.Warn("the audit log is disabled")
 	} else {
-		if p.audit, opts.Hasher, err = openAudit(cfg, log); err != nil {
+		if p.audit, opts.Hasher, err = openAudit(cfg, siblings, log); err != nil {
 			return nil, err
 		}
 		opts.Sink = auditSink{p.audit}
 	}
-	p.gate = access.New(opts)
+	gate = access.New(opts)
+	p.gate = gate
 	return p, nil
 }
 
 // openAudit opens the audit log, creating its keys on first use.
-func openAudit(cfg config.Config, log *slog.Logger) (*audit.Log, access.Hasher, error) {
+func openAudit(cfg config.Config, siblings func() int, log *slog.Logger) (*audit.Log, access.Hasher, error) {
 	dir := cfg.AuditKeyDir()
 	signPath := filepath.Join(dir, audit.SigningKeyFile)
 	if _, err := os.Stat(signPath); errors.Is(err, os.ErrNotExist) {
@@ -155,7 +160,7 @@ func openAudit(cfg config.Config, log *slog.Logger) (*audit.Log, access.Hasher, 
 	l, err := audit.Open(audit.Config{
 		Path: path, Durable: cfg.Audit.Durable, MaxFileBytes: cfg.Audit.MaxFileBytes,
 		CheckpointEvery: cfg.Audit.CheckpointEvery, CheckpointInterval: cfg.Audit.CheckpointInterval,
-		SigningKey: signer, Logger: log,
+		SigningKey: signer, Logger: log, Siblings: siblings,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit: %w", err)

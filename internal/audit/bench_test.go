@@ -2,6 +2,7 @@ package audit
 
 import (
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 )
 
@@ -45,6 +46,30 @@ func BenchmarkWrite(b *testing.B) {
 			reportBatches(b, l)
 		})
 	}
+	// Durable with the writers in flight reported (Config.Siblings), as
+	// the server does: with GOMAXPROCS 1 the leader yields before its
+	// fsync so the other writers join its batch.
+	b.Run("durable/parallel-siblings", func(b *testing.B) {
+		_, priv := newKey(b)
+		var inFlight atomic.Int64
+		l := openLog(b, Config{Path: filepath.Join(b.TempDir(), "audit.log"), SigningKey: priv, Durable: true,
+			Siblings: func() int { return int(inFlight.Load()) }})
+		defer l.Close()
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			r := sample(1)
+			for pb.Next() {
+				inFlight.Add(1)
+				err := l.Write(r)
+				inFlight.Add(-1)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportBatches(b, l)
+	})
 }
 
 func reportBatches(b *testing.B, l *Log) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -129,12 +130,35 @@ func (l *Log) waitLocked(b *batch) error {
 	return b.err
 }
 
+// gatherLocked lets requests in flight join the pending batch before a
+// durable commit (Config.Siblings): it yields while the batch is smaller
+// than the number in flight and keeps growing, a few times at most. It
+// drops mu while yielding; the caller is the leader.
+func (l *Log) gatherLocked() {
+	if !l.cfg.Durable || l.cfg.Siblings == nil {
+		return
+	}
+	for range 4 {
+		n := l.pending.requests
+		if uint64(max(l.cfg.Siblings(), 0)) <= n {
+			return
+		}
+		l.mu.Unlock()
+		runtime.Gosched()
+		l.mu.Lock()
+		if l.pending.requests == n {
+			return // no one joined: the others are not ready to write
+		}
+	}
+}
+
 // flushLocked writes the pending batch, then, while the file is full, a
 // rotation checkpoint and the rotation. It drops mu while writing; the
 // caller must not be flushing already.
 func (l *Log) flushLocked() {
 	l.flushing = true
 	for {
+		l.gatherLocked()
 		b := l.pending
 		l.pending = &batch{buf: l.spare[:0]}
 		l.spare = nil

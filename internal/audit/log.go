@@ -31,6 +31,14 @@ type Config struct {
 	// the record is handed to the kernel (write(2) done): it survives the
 	// process being killed, not the machine losing power.
 	Durable bool
+	// Siblings, in durable mode, reports how many requests are in flight
+	// that will write a record (the caller included). A commit leader that
+	// sees more of them than its batch holds yields the processor once
+	// before it syncs, so that those ready to write join the batch: one
+	// fsync then covers them all even when the process has a single
+	// processor (GOMAXPROCS 1), where the blocking fsync would otherwise
+	// keep every other request from reaching Write. Nil never yields.
+	Siblings func() int
 	// MaxFileBytes is the size past which the active file is rotated.
 	// Zero means DefaultMaxFileBytes.
 	MaxFileBytes int64

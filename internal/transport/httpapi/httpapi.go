@@ -138,10 +138,22 @@ func (a *api) guard(mux http.Handler) http.Handler {
 			a.fail(aw, id, r, apierr.New(apierr.NotFound, "not found"))
 			return
 		}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					t.Finish(499, "aborted")
+					panic(v)
+				}
+				a.Logger.Error("panic serving request", "request_id", id, "path", r.URL.Path, "panic", v)
+				if !aw.wrote {
+					a.fail(aw, id, r, apierr.New(apierr.Internal, "internal error"))
+				}
+			}
+			if !aw.wrote {
+				aw.WriteHeader(http.StatusOK)
+			}
+		}()
 		mux.ServeHTTP(aw, r.WithContext(access.WithTicket(r.Context(), t)))
-		if !aw.wrote {
-			aw.WriteHeader(http.StatusOK)
-		}
 	})
 }
 
