@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 )
@@ -131,26 +130,38 @@ func (l *Log) waitLocked(b *batch) error {
 }
 
 // gatherLocked lets requests in flight join the pending batch before a
-// durable commit (Config.Siblings): it yields while the batch is smaller
-// than the number in flight and keeps growing, a few times at most. It
-// drops mu while yielding; the caller is the leader.
+// durable commit (Config.Siblings): while more requests are in flight than
+// the batch holds, the leader waits for them to join, at most as long as a
+// sync takes (a moving average, within maxGather), so one fsync covers
+// them. The wait releases the processor: with GOMAXPROCS 1 the blocking
+// fsync would otherwise keep every other request from reaching Write. It
+// drops mu while waiting; the caller is the leader.
 func (l *Log) gatherLocked() {
-	if !l.cfg.Durable || l.cfg.Siblings == nil {
+	if !l.cfg.Durable || l.cfg.Siblings == nil || uint64(max(l.cfg.Siblings(), 0)) <= l.pending.requests {
 		return
 	}
-	for range 4 {
-		n := l.pending.requests
-		if uint64(max(l.cfg.Siblings(), 0)) <= n {
-			return
-		}
+	wait := min(max(time.Duration(l.syncAvg.Load()), minGather), maxGather)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	l.joined = make(chan struct{}, 1)
+	defer func() { l.joined = nil }()
+	for uint64(max(l.cfg.Siblings(), 0)) > l.pending.requests {
 		l.mu.Unlock()
-		runtime.Gosched()
-		l.mu.Lock()
-		if l.pending.requests == n {
-			return // no one joined: the others are not ready to write
+		select {
+		case <-l.joined:
+			l.mu.Lock()
+		case <-timer.C:
+			l.mu.Lock()
+			return
 		}
 	}
 }
+
+// Bounds on how long a durable commit waits for requests in flight.
+const (
+	minGather = 20 * time.Microsecond
+	maxGather = 2 * time.Millisecond
+)
 
 // flushLocked writes the pending batch, then, while the file is full, a
 // rotation checkpoint and the rotation. It drops mu while writing; the
@@ -215,7 +226,12 @@ func (l *Log) writeBatch(b *batch) error {
 	}
 	_, err := l.f.Write(b.buf)
 	if err == nil && (b.sync || l.cfg.Durable) {
+		t0 := time.Now()
 		err = fdatasync(l.f)
+		// A moving average of the sync's duration bounds how long the next
+		// leader waits for others to join its batch.
+		d := time.Since(t0)
+		l.syncAvg.Store(int64((7*time.Duration(l.syncAvg.Load()) + d) / 8))
 	}
 	if err != nil {
 		if terr := l.f.Truncate(l.size); terr != nil {

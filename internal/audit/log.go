@@ -33,11 +33,11 @@ type Config struct {
 	Durable bool
 	// Siblings, in durable mode, reports how many requests are in flight
 	// that will write a record (the caller included). A commit leader that
-	// sees more of them than its batch holds yields the processor once
-	// before it syncs, so that those ready to write join the batch: one
-	// fsync then covers them all even when the process has a single
-	// processor (GOMAXPROCS 1), where the blocking fsync would otherwise
-	// keep every other request from reaching Write. Nil never yields.
+	// sees more of them than its batch holds waits for them to join it, at
+	// most about as long as an fsync takes, so that one fsync covers them
+	// all, also when the process has a single processor (GOMAXPROCS 1),
+	// where the blocking fsync would otherwise keep every other request
+	// from reaching Write. Nil never waits.
 	Siblings func() int
 	// MaxFileBytes is the size past which the active file is rotated.
 	// Zero means DefaultMaxFileBytes.
@@ -134,6 +134,7 @@ type Log struct {
 	nRecords, nCheckpoints, nBatches, nFailures, nLost, nRotate atomic.Uint64
 	failing                                                     atomic.Bool
 	lastSeq                                                     atomic.Uint64
+	syncAvg                                                     atomic.Int64 // moving average of fdatasync, ns
 
 	// mu guards the fields below it; cond (on mu) is signalled when a batch
 	// is done or a leader stops flushing.
@@ -146,6 +147,9 @@ type Log struct {
 	tip      chain  // after the last line appended
 	good     chain  // after the last line written: what a failure rewinds to
 	out      *outageState
+	// joined, while a durable leader gathers its batch, is signalled by
+	// each request that joins it.
+	joined chan struct{}
 
 	// Owned by the leader (the goroutine that set flushing), or by whoever
 	// holds mu while no one is flushing.
@@ -296,6 +300,12 @@ func (l *Log) Write(r *Record) error {
 	l.endLineLocked(start)
 	b.requests++
 	l.countLocked()
+	if l.joined != nil && b == l.pending {
+		select {
+		case l.joined <- struct{}{}:
+		default:
+		}
+	}
 	return l.waitLocked(b)
 }
 
