@@ -150,6 +150,9 @@ type Log struct {
 	// joined, while a durable leader gathers its batch, is signalled by
 	// each request that joins it.
 	joined chan struct{}
+	// aio syncs durable batches without holding a processor; nil where
+	// native AIO is unavailable (fdatasync then). Leader only.
+	aio *aioSync
 
 	// Owned by the leader (the goroutine that set flushing), or by whoever
 	// holds mu while no one is flushing.
@@ -191,7 +194,17 @@ func Open(cfg Config) (*Log, error) {
 		done:   make(chan struct{}),
 	}
 	l.cond.L = &l.mu
+	if cfg.Durable {
+		if a, err := newAIOSync(); err == nil {
+			l.aio = a
+		} else {
+			l.logger.Info("audit log: native AIO unavailable; durable syncs block a processor", "err", err)
+		}
+	}
 	if err := l.recover(); err != nil {
+		if l.aio != nil {
+			l.aio.close()
+		}
 		if l.f != nil {
 			l.f.Close()
 		}
@@ -366,6 +379,9 @@ func (l *Log) Close() error {
 		}
 	}
 	l.lockf.Close()
+	if l.aio != nil {
+		l.aio.close()
+	}
 	l.health.Store(&errClosed)
 	return err
 }
