@@ -71,8 +71,8 @@ func TestQuickRun(t *testing.T) {
 			}
 		}
 	}
-	if len(rep.profiles) != 10 {
-		t.Errorf("got %d profiles, want 10", len(rep.profiles))
+	if len(rep.profiles) != 12 {
+		t.Errorf("got %d profiles, want 12 (6 at batch 1, 6 at batch 64)", len(rep.profiles))
 	}
 	for _, p := range rep.profiles {
 		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
