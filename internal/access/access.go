@@ -47,7 +47,9 @@ type Record struct {
 	OutputBytes int64
 	Status      int
 	Error       string
-	Latency     time.Duration
+	// Flags are findings that did not refuse the request, comma-separated.
+	Flags   string
+	Latency time.Duration
 }
 
 // Decisions.
@@ -61,6 +63,8 @@ const (
 // returns nil.
 type Sink interface {
 	Write(r *Record) error
+	// Event records something noticed outside a request (an alarm).
+	Event(kind, principal, detail string) error
 	// Healthy returns an error while records cannot be written.
 	Healthy() error
 }
@@ -250,6 +254,17 @@ func (t *Ticket) Authorize(perm authz.Permission, model, version string) error {
 	return errForbidden
 }
 
+// Flag records a finding that does not refuse the request (an input
+// outside its configured range with action "flag", an out-of-distribution
+// input) in the request's audit record.
+func (t *Ticket) Flag(f string) {
+	if t.rec.Flags == "" {
+		t.rec.Flags = f
+	} else {
+		t.rec.Flags += "," + f
+	}
+}
+
 // Authenticated records a request that any authenticated principal may
 // make (server metadata) as allowed.
 func (t *Ticket) Authenticated(action string) {
@@ -354,6 +369,21 @@ func (g *Gate) ConnRefused(transport, client, reason string) {
 		g.auditFailures.Add(1)
 		g.logAuditFailure(err)
 	}
+}
+
+// Event audits something noticed outside a request: an extraction alarm,
+// a principal blocked. Without an audit log it is only logged.
+func (g *Gate) Event(kind, principal, detail string) error {
+	g.opts.Logger.Warn("security event", "kind", kind, "principal", principal, "detail", detail)
+	if g.opts.Sink == nil {
+		return nil
+	}
+	if err := g.opts.Sink.Event(kind, principal, detail); err != nil {
+		g.auditFailures.Add(1)
+		g.logAuditFailure(err)
+		return errAuditDown
+	}
+	return nil
 }
 
 // logAuditFailure logs an audit failure at most once a second.

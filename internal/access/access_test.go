@@ -28,6 +28,10 @@ func (s *memSink) Write(r *Record) error {
 	return nil
 }
 
+func (s *memSink) Event(kind, principal, detail string) error {
+	return s.Write(&Record{Action: "event:" + kind, Principal: principal, Error: detail})
+}
+
 func (s *memSink) Healthy() error { s.mu.Lock(); defer s.mu.Unlock(); return s.failing }
 
 // fixed authenticates "Bearer good" as key:k1 with role r, refuses

@@ -187,6 +187,10 @@ func (s auditSink) Write(r *access.Record) error {
 		Transport: r.Transport, Action: r.Action, Model: r.Model, Version: r.Version,
 		Decision: r.Decision, Rule: r.Rule, InputHMAC: r.InputHMAC, OutputHMAC: r.OutputHMAC,
 		InputBytes: r.InputBytes, OutputBytes: r.OutputBytes, Status: r.Status, Error: r.Error,
-		LatencyMicros: r.Latency.Microseconds(),
+		Flags: r.Flags, LatencyMicros: r.Latency.Microseconds(),
 	})
+}
+
+func (s auditSink) Event(kind, principal, detail string) error {
+	return s.l.Event(&audit.Event{Kind: kind, Principal: principal, Detail: detail})
 }

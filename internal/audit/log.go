@@ -322,6 +322,29 @@ func (l *Log) Write(r *Record) error {
 	return l.waitLocked(b)
 }
 
+// Event appends an event record (an alarm, a block), chained and later
+// signed like every record, and returns once it is written as Write does.
+func (l *Log) Event(e *Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errClosed
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now()
+	}
+	e.Kind, e.Principal, e.Detail = clampString(e.Kind), clampString(e.Principal), clampString(e.Detail)
+	l.beginLocked()
+	b := l.pending
+	e.Seq = l.tip.seq + 1
+	e.Prev = l.tip.head
+	start := len(b.buf)
+	b.buf = appendEvent(b.buf, e)
+	l.endLineLocked(start)
+	l.countLocked()
+	return l.waitLocked(b)
+}
+
 // Healthy returns nil if the log can be written, else an error wrapping
 // ErrUnavailable and the cause (ErrClosed after Close). While it fails the
 // server refuses requests; the log retries by itself every RetryInterval (and on every

@@ -52,6 +52,9 @@ type Record struct {
 	Status int
 	// Error is the short, public reason a request failed, if it did.
 	Error string
+	// Flags are short comma-separated findings that did not refuse the
+	// request ("validation:range:input", "ood"), empty when none.
+	Flags string
 	// LatencyMicros is the time from arrival to response, in microseconds.
 	LatencyMicros int64
 	// Prev is the hex SHA-256 of the previous line of the log (Genesis for
@@ -65,6 +68,7 @@ const (
 	TypeCheckpoint = "checkpoint" // a signed statement of the chain head
 	TypeOutage     = "outage"     // records lost while the log could not be written
 	TypeRecovery   = "recovery"   // a torn last line removed at Open after a crash
+	TypeEvent      = "event"      // something the server noticed, not a request (an extraction alarm)
 )
 
 // Checkpoint reasons, the "reason" field of a checkpoint.
@@ -124,8 +128,35 @@ func appendRequest(b []byte, r *Record) []byte {
 	b = strconv.AppendInt(append(b, `,"output_bytes":`...), r.OutputBytes, 10)
 	b = strconv.AppendInt(append(b, `,"status":`...), int64(r.Status), 10)
 	b = appendString(append(b, `,"error":`...), r.Error)
+	b = appendString(append(b, `,"flags":`...), r.Flags)
 	b = strconv.AppendInt(append(b, `,"latency_us":`...), r.LatencyMicros, 10)
 	return appendPrev(b, r.Prev)
+}
+
+// Event is something the server noticed that is not a request: an
+// extraction alarm, a principal blocked. It is chained and signed like
+// every record.
+type Event struct {
+	Seq  uint64
+	Time time.Time
+	// Kind names the event ("extraction-alarm", "principal-blocked").
+	Kind string
+	// Principal (or a group key such as "group:tenant-a", "net:10.0.0.0/24")
+	// the event is about.
+	Principal string
+	// Detail is a short, non-secret description ("prada W=0.81 < 0.90").
+	Detail string
+	Prev   string
+}
+
+func appendEvent(b []byte, e *Event) []byte {
+	b = append(b, `{"type":"event","seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = appendTime(append(b, `,"time":`...), e.Time)
+	b = appendString(append(b, `,"kind":`...), e.Kind)
+	b = appendString(append(b, `,"principal":`...), e.Principal)
+	b = appendString(append(b, `,"detail":`...), e.Detail)
+	return appendPrev(b, e.Prev)
 }
 
 // checkpoint is a signed statement that the chain up to Prev is as written.
@@ -288,7 +319,11 @@ type entry struct {
 	OutputBytes   int64  `json:"output_bytes"`
 	Status        int    `json:"status"`
 	Error         string `json:"error"`
+	Flags         string `json:"flags"`
 	LatencyMicros int64  `json:"latency_us"`
+
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
 
 	Reason string `json:"reason"`
 	Every  int    `json:"every"`
@@ -343,6 +378,8 @@ func parseEntry(line []byte) (*entry, error) {
 		canon = appendOutage(nil, &outage{Seq: e.Seq, Time: e.time, Since: e.since, Lost: e.Lost, Error: e.Error, Prev: e.Prev})
 	case TypeRecovery:
 		canon = appendRecovery(nil, &recovery{Seq: e.Seq, Time: e.time, DiscardedBytes: e.DiscardedBytes, DiscardedSHA256: e.DiscardedSHA256, Prev: e.Prev})
+	case TypeEvent:
+		canon = appendEvent(nil, &Event{Seq: e.Seq, Time: e.time, Kind: e.Kind, Principal: e.Principal, Detail: e.Detail, Prev: e.Prev})
 	default:
 		return nil, fmt.Errorf("not a valid record: unknown type %q", e.Type)
 	}
@@ -358,7 +395,7 @@ func (e *entry) record() *Record {
 		Client: e.Client, Transport: e.Transport, Model: e.Model, Version: e.Version, Action: e.Action,
 		Decision: e.Decision, Rule: e.Rule, InputHMAC: e.InputHMAC, OutputHMAC: e.OutputHMAC,
 		InputBytes: e.InputBytes, OutputBytes: e.OutputBytes, Status: e.Status, Error: e.Error,
-		LatencyMicros: e.LatencyMicros, Prev: e.Prev,
+		Flags: e.Flags, LatencyMicros: e.LatencyMicros, Prev: e.Prev,
 	}
 }
 

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -65,7 +67,7 @@ func TestRequestLine(t *testing.T) {
 		"model": "resnet", "version": "3", "action": "infer", "decision": "allow", "rule": "role:reader",
 		"input_hmac": strings.Repeat("ab", 32), "output_hmac": strings.Repeat("cd", 32),
 		"input_bytes": 16.0, "output_bytes": 40.0, "status": 200.0, "error": "bad \"input\"\n\ttab",
-		"latency_us": 101.0, "prev": Genesis,
+		"flags": "", "latency_us": 101.0, "prev": Genesis,
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("line %s\ndecodes to %v\nwant %v", line, m, want)
@@ -157,4 +159,37 @@ func FuzzParseEntry(f *testing.F) {
 			t.Fatalf("accepted %q, which encodes as %q", line, got)
 		}
 	})
+}
+
+// TestEventLine: events are chained records that Verify counts.
+func TestEventLine(t *testing.T) {
+	pub, priv := newKey(t)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l := openLog(t, Config{Path: path, SigningKey: priv})
+	if err := l.Write(sample(1)); err != nil {
+		t.Fatal(err)
+	}
+	ev := &Event{Kind: "extraction-alarm", Principal: "key:abc", Detail: "prada W=0.81 < 0.90"}
+	if err := l.Event(ev); err != nil {
+		t.Fatal(err)
+	}
+	r := sample(2)
+	r.Flags = "validation:range:input"
+	if err := l.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Seq == 0 || ev.Seq+1 != r.Seq {
+		t.Errorf("event seq %d, next record %d", ev.Seq, r.Seq)
+	}
+	l.Close()
+	files, _ := Files(path)
+	rep, err := Verify(files, pub, VerifyOptions{})
+	if err != nil || rep.Events != 1 || rep.Requests != 2 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), `"type":"event"`) || !strings.Contains(string(b), `"kind":"extraction-alarm"`) ||
+		!strings.Contains(string(b), `"flags":"validation:range:input"`) {
+		t.Errorf("log: %s", b)
+	}
 }

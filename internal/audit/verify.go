@@ -71,6 +71,7 @@ type Report struct {
 	Outages     uint64
 	Lost        uint64 // request records the log reported lost in outages
 	Recoveries  uint64
+	Events      uint64
 	FirstSeq    uint64
 	LastSeq     uint64
 	Head        string // hash of the last record: the next record's prev
@@ -265,6 +266,8 @@ func (v *verifier) line(file string, n int, line []byte) error {
 		v.rep.Lost += e.Lost
 	case TypeRecovery:
 		v.rep.Recoveries++
+	case TypeEvent:
+		v.rep.Events++
 	}
 	if e.Type != TypeCheckpoint {
 		v.rep.Unsigned++
