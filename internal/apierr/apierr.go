@@ -9,6 +9,7 @@ package apierr
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies an error for the transports.
@@ -57,6 +58,11 @@ type Error struct {
 	Msg string
 	// Cause is logged, never sent.
 	Cause error
+	// RetryAfter, when positive, is how long the client should wait before
+	// trying again (rate limits, quotas, load shedding). Transports send it
+	// as a Retry-After header in whole seconds, rounded up (REST), and as
+	// "retry-after" metadata (gRPC).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
