@@ -34,6 +34,11 @@ func (h *Handler) Infer(ctx context.Context, req *pipeline.Request) (*pipeline.R
 	if err != nil {
 		return nil, err
 	}
+	found, err := v.Checker().Check(inputs)
+	if err != nil {
+		return nil, err
+	}
+	req.Flags = append(req.Flags, found.Flags...)
 	idx, bin, err := validate.Outputs(v.Outputs(), req)
 	if err != nil {
 		return nil, err

@@ -45,6 +45,9 @@ type Request struct {
 	// Target is the model version that will serve the request, set by the
 	// resolving stage.
 	Target Target
+	// Flags are findings that did not refuse the request (a value outside
+	// a "flag" constraint), for its audit record.
+	Flags []string
 }
 
 // BatchOf returns the request's batch size: the largest first dimension of

@@ -17,6 +17,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/state"
+	"github.com/aegis-inference/aegis/internal/validate"
 )
 
 // Options configure a Registry.
@@ -165,7 +166,7 @@ func (r *Registry) retire(v *Version) {
 func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string, []Failure) {
 	var fails []Failure
 	var loaded []string
-	rt, policy, cfgPrint, err := r.modelConfig(dir)
+	rt, policy, rules, cfgPrint, err := r.modelConfig(dir)
 	keepPrev := func() *Model {
 		if prev != nil && len(prev.Versions) > 0 {
 			return prev
@@ -202,7 +203,7 @@ func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string,
 				continue
 			}
 		}
-		v, err := loadVersion(vdir, name, n, rt, policy, r.opts)
+		v, err := loadVersion(vdir, name, n, rt, policy, rules, r.opts)
 		if err != nil {
 			fails = append(fails, Failure{Model: name, Version: e.Name(), Err: err})
 			if pv := prevBy[n]; pv != nil {
@@ -222,35 +223,40 @@ func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string,
 }
 
 // modelConfig reads a model's config.yaml and returns its session settings,
-// deployment policy and a fingerprint of the file.
-func (r *Registry) modelConfig(dir string) (config.Runtime, *deploy.Policy, string, error) {
+// deployment policy, input constraints and a fingerprint of the file.
+func (r *Registry) modelConfig(dir string) (config.Runtime, *deploy.Policy, *validate.Rules, string, error) {
+	rt, policy, mc, print, err := r.readModelConfig(dir)
+	return rt, policy, mc.Validation, print, err
+}
+
+func (r *Registry) readModelConfig(dir string) (config.Runtime, *deploy.Policy, ModelConfig, string, error) {
 	var mc ModelConfig
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	switch {
 	case err == nil:
 		if err := config.DecodeStrict(b, &mc); err != nil {
-			return config.Runtime{}, nil, "", fmt.Errorf("%s: %w", ConfigFile, err)
+			return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 		}
 		if err := mc.Runtime.Validate("runtime"); err != nil {
-			return config.Runtime{}, nil, "", fmt.Errorf("%s: %w", ConfigFile, err)
+			return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 		}
 	case !errors.Is(err, os.ErrNotExist):
-		return config.Runtime{}, nil, "", fmt.Errorf("%s: %w", ConfigFile, err)
+		return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 	}
 	sum := sha256.Sum256(b)
 	policy := r.opts.Policy
 	if mc.Deploy != nil {
 		if err := mc.Deploy.Validate("deploy"); err != nil {
-			return config.Runtime{}, nil, "", fmt.Errorf("%s: %w", ConfigFile, err)
+			return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 		}
 		if policy, err = deploy.Load(*mc.Deploy); err != nil {
-			return config.Runtime{}, nil, "", fmt.Errorf("%s: %w", ConfigFile, err)
+			return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 		}
 	}
 	if policy == nil {
 		policy, _ = deploy.Load(config.Deploy{})
 	}
-	return r.opts.Runtime.Merge(mc.Runtime), policy, hex.EncodeToString(sum[:]), nil
+	return r.opts.Runtime.Merge(mc.Runtime), policy, mc, hex.EncodeToString(sum[:]), nil
 }
 
 // fingerprint summarises a version directory (every file's name, size,

@@ -29,6 +29,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/tensor"
+	"github.com/aegis-inference/aegis/internal/validate"
 )
 
 // ModelFile is the file name of a model inside a version directory.
@@ -65,6 +66,8 @@ type ModelConfig struct {
 	// Deploy, when present, replaces the server's deployment policy for
 	// this model.
 	Deploy *config.Deploy `yaml:"deploy"`
+	// Validation constrains the model's input values beyond its signature.
+	Validation *validate.Rules `yaml:"validation"`
 }
 
 // Version is one loaded model version.
@@ -77,8 +80,9 @@ type Version struct {
 	decision  deploy.Decision
 	loadedAt  time.Time
 
-	fingerprint string         // what the version directory held when loaded
-	refs        sync.WaitGroup // requests using the version (see Registry.Acquire)
+	checker     *validate.Checker // the model's input constraints
+	fingerprint string            // what the version directory held when loaded
+	refs        sync.WaitGroup    // requests using the version (see Registry.Acquire)
 }
 
 // Deployment reports how the version passed the deployment policy: its
@@ -131,7 +135,7 @@ type Failure struct {
 // loadVersion loads a version directory holding model.onnx or, encrypted,
 // model.onnx.age. Encrypted plaintext exists only in protected memory, and
 // is wiped as soon as ONNX Runtime has its own copy.
-func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Policy, opts Options) (*Version, error) {
+func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Policy, rules *validate.Rules, opts Options) (*Version, error) {
 	plainPath := filepath.Join(dir, ModelFile)
 	sealedPath := plainPath + seal.Suffix
 	hasPlain, hasSealed := exists(plainPath), exists(sealedPath)
@@ -183,13 +187,21 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
+	checker, err := validate.Compile(rules, s.Inputs())
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)
+	}
 	if err := policy.Deployed(name, n, opts.Versions); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return &Version{model: name, version: n, session: s, digest: digestHex,
-		encrypted: encrypted, decision: decision, loadedAt: time.Now()}, nil
+		encrypted: encrypted, decision: decision, loadedAt: time.Now(), checker: checker}, nil
 }
+
+// Checker returns the version's input constraints (never nil).
+func (v *Version) Checker() *validate.Checker { return v.checker }
 
 // wipingReader reads decrypted plaintext and wipes it on Close.
 type wipingReader struct {

@@ -260,6 +260,9 @@ func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.
 		return nil, s.fail(ctx, err)
 	}
 	resp, err := s.Handler.Infer(ctx, req)
+	for _, f := range req.Flags {
+		t.Flag(f)
+	}
 	if err != nil {
 		t.Tensors(req.Inputs, nil)
 		return nil, s.fail(ctx, err)

@@ -368,6 +368,9 @@ func (a *api) infer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := a.Handler.Infer(r.Context(), req)
+	for _, f := range req.Flags {
+		t.Flag(f)
+	}
 	if err != nil {
 		t.Tensors(req.Inputs, nil)
 		a.fail(w, id, r, err)
