@@ -98,3 +98,13 @@ func Public(err error) (Kind, string) {
 func Invalid(format string, args ...any) *Error {
 	return New(InvalidArgument, format, args...)
 }
+
+// RetryAfterOf returns err's RetryAfter rounded up to whole seconds (at
+// least 1) when it carries one, else 0.
+func RetryAfterOf(err error) int {
+	var e *Error
+	if !errors.As(err, &e) || e.RetryAfter <= 0 {
+		return 0
+	}
+	return int((e.RetryAfter + time.Second - 1) / time.Second)
+}

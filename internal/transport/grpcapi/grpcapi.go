@@ -8,6 +8,7 @@ package grpcapi
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -280,7 +281,11 @@ func (s *Service) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.
 // x-request-id header, and returns err's status.
 func (s *Service) fail(ctx context.Context, err error) error {
 	id := ticket(ctx).RequestID()
-	grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
+	md := metadata.Pairs("x-request-id", id)
+	if s := apierr.RetryAfterOf(err); s > 0 {
+		md.Set("retry-after", strconv.Itoa(s))
+	}
+	grpc.SetHeader(ctx, md)
 	kind, _ := apierr.Public(err)
 	level := slog.LevelInfo
 	if kind == apierr.Internal {

@@ -5,7 +5,10 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/aegis-inference/aegis/internal/apierr"
 )
 
 // TestReadBodyAlignsBinaryData: the binary section of a body lands on a
@@ -34,5 +37,18 @@ func TestReadBodyLimit(t *testing.T) {
 	r.ContentLength = -1 // unknown length: the limit applies while reading
 	if _, _, err := readBody(r, 1024, nil, -1); err == nil {
 		t.Error("2000-byte body accepted under a 1024-byte limit")
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	w := httptest.NewRecorder()
+	writeError(w, "id-1", &apierr.Error{Kind: apierr.ResourceExhausted, Msg: "rate limit exceeded", RetryAfter: 1500 * time.Millisecond})
+	if w.Code != 429 || w.Header().Get("Retry-After") != "2" || w.Header().Get("X-Request-Id") != "id-1" {
+		t.Errorf("got %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	w = httptest.NewRecorder()
+	writeError(w, "id-2", apierr.New(apierr.InvalidArgument, "bad"))
+	if w.Header().Get("Retry-After") != "" {
+		t.Error("Retry-After on an error without one")
 	}
 }

@@ -570,6 +570,9 @@ type errorBody struct {
 func writeError(w http.ResponseWriter, id string, err error) {
 	kind, msg := apierr.Public(err)
 	w.Header().Set("X-Request-Id", id)
+	if s := apierr.RetryAfterOf(err); s > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(s))
+	}
 	writeJSON(w, StatusOf(kind), errorBody{Error: msg})
 }
 
