@@ -1,0 +1,246 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+)
+
+// Shedder is the global admission gate: at most MaxInFlight requests run
+// at once, at most MaxQueue more wait, each for at most QueueTimeout, and
+// every other request is refused at once with Unavailable (503) and
+// RetryAfter. Admission and release are O(1) under one mutex; a waiting
+// request waits in its own goroutine (there is no goroutine per waiter
+// besides it).
+//
+// While the queue is young it is first in, first out. Once its oldest
+// waiter has waited half the queue timeout, the server is overloaded and
+// the newest waiter is admitted first (adaptive LIFO): requests that are
+// admitted wait little, while the oldest, whose clients are likeliest to
+// have given up, time out. An arrival at a full queue displaces the oldest
+// waiter, which is refused at once.
+//
+// The zero Shedder, and a nil one, refuse everything.
+type Shedder struct {
+	disabled    bool
+	maxInFlight int
+	maxQueue    int
+	timeout     time.Duration
+	retryAfter  time.Duration
+	now         func() time.Time
+
+	mu       sync.Mutex
+	inFlight int          // guarded by mu
+	queue    waiterList   // guarded by mu
+	pool     sync.Pool    // of *waiter
+	shed     atomic.Int64 // requests refused, for Stats
+}
+
+// ShedStats are a Shedder's counters.
+type ShedStats struct {
+	InFlight int   // requests running
+	Queued   int   // requests waiting
+	Shed     int64 // requests refused since the Shedder was made
+}
+
+// NewShedder returns the gate cfg describes; when cfg.Disabled, one that
+// admits everything.
+func NewShedder(cfg Shed) (*Shedder, error) {
+	if cfg.Disabled {
+		return &Shedder{disabled: true}, nil
+	}
+	if err := cfg.validate("shed"); err != nil {
+		return nil, err
+	}
+	return &Shedder{
+		maxInFlight: cfg.MaxInFlight,
+		maxQueue:    cfg.MaxQueue,
+		timeout:     cfg.QueueTimeout,
+		retryAfter:  cfg.RetryAfter,
+		now:         time.Now,
+	}, nil
+}
+
+// waiter is a request waiting for a slot.
+type waiter struct {
+	ch         chan bool // receives true when given a slot, false when displaced
+	enqueued   time.Time
+	prev, next *waiter
+	queued     bool // in the queue; guarded by Shedder.mu
+}
+
+// waiterList is a doubly linked list of waiters, oldest first.
+type waiterList struct {
+	head, tail *waiter
+	n          int
+}
+
+func (l *waiterList) pushBack(w *waiter) {
+	w.prev, w.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+	l.n++
+	w.queued = true
+}
+
+func (l *waiterList) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	w.queued = false
+	l.n--
+}
+
+var (
+	errShed      = &apierr.Error{Kind: apierr.Unavailable, Msg: "server overloaded, retry later"}
+	errNoShedder = apierr.New(apierr.Unavailable, "server not ready")
+)
+
+func (s *Shedder) overloaded() *apierr.Error {
+	s.shed.Add(1)
+	e := *errShed
+	e.RetryAfter = s.retryAfter
+	return &e
+}
+
+// Acquire admits a request, waiting for a slot if the queue has room. It
+// returns the function that gives the slot back, which must be called
+// once the request is done (later calls do nothing), or an error: an
+// *apierr.Error of kind Unavailable with RetryAfter when shed, or the
+// context's error (as an *apierr.Error) if ctx ends first.
+func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
+	if s != nil && s.disabled {
+		return func() {}, nil
+	}
+	if s == nil || s.maxInFlight == 0 {
+		return func() {}, errNoShedder
+	}
+	s.mu.Lock()
+	if s.inFlight < s.maxInFlight {
+		s.inFlight++
+		s.mu.Unlock()
+		return s.releaser(), nil
+	}
+	if s.maxQueue == 0 {
+		s.mu.Unlock()
+		return func() {}, s.overloaded()
+	}
+	w, _ := s.pool.Get().(*waiter)
+	if w == nil {
+		w = &waiter{ch: make(chan bool, 1)}
+	}
+	w.enqueued = s.now()
+	if s.queue.n >= s.maxQueue {
+		old := s.queue.head
+		s.queue.remove(old)
+		old.ch <- false
+	}
+	s.queue.pushBack(w)
+	s.mu.Unlock()
+
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	var admitted, done bool
+	select {
+	case admitted = <-w.ch:
+		done = true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	if !done {
+		s.mu.Lock()
+		if w.queued {
+			s.queue.remove(w)
+		} else {
+			// Given a slot or displaced just now: the answer is in ch.
+			admitted = <-w.ch
+		}
+		s.mu.Unlock()
+	}
+	s.pool.Put(w)
+	switch {
+	case admitted && ctx.Err() != nil:
+		s.releaseSlot()
+		return func() {}, ctxError(ctx.Err())
+	case admitted:
+		return s.releaser(), nil
+	case ctx.Err() != nil:
+		return func() {}, ctxError(ctx.Err())
+	}
+	return func() {}, s.overloaded()
+}
+
+func (s *Shedder) releaser() func() {
+	var done atomic.Bool
+	return func() {
+		if done.CompareAndSwap(false, true) {
+			s.releaseSlot()
+		}
+	}
+}
+
+// releaseSlot hands the slot to a waiter, or frees it.
+func (s *Shedder) releaseSlot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queue.n == 0 {
+		s.inFlight--
+		return
+	}
+	w := s.queue.head
+	if s.now().Sub(w.enqueued) >= s.timeout/2 {
+		w = s.queue.tail // overloaded: newest first
+	}
+	s.queue.remove(w)
+	w.ch <- true
+}
+
+// Stats returns the gate's counters.
+func (s *Shedder) Stats() ShedStats {
+	if s == nil {
+		return ShedStats{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ShedStats{InFlight: s.inFlight, Queued: s.queue.n, Shed: s.shed.Load()}
+}
+
+// Stage returns a pipeline stage that holds a slot for the rest of the
+// chain. Prefer calling Acquire in the transport before the request body
+// is read, so that shed requests cost no memory.
+func (s *Shedder) Stage() pipeline.Stage {
+	return func(next pipeline.Handler) pipeline.Handler {
+		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
+			release, err := s.Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer release()
+			return next.Infer(ctx, req)
+		})
+	}
+}
+
+// ctxError is the error for a request whose context ended.
+func ctxError(err error) error {
+	if err == context.DeadlineExceeded {
+		return apierr.Wrap(apierr.DeadlineExceeded, err, "deadline exceeded")
+	}
+	return apierr.Wrap(apierr.Canceled, err, "request canceled")
+}
