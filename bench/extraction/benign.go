@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+)
+
+// benignRun is the benign clients' result under one policy and seed.
+type benignRun struct {
+	policy  string
+	seed    uint64
+	clients int
+	// flagged is how many clients any alarm implicated; -1 when the
+	// server reports no alarms (not supported).
+	flagged int
+	risk    float64            // highest risk of a benign client; NaN unknown
+	queries map[string]int     // per victim
+	agree   map[string]float64 // per victim: served top-1 = raw top-1
+	refused map[string]int     // per victim
+}
+
+// runBenign has every benign client, each with its own key, replay the
+// held-out digits in its own order, one per request, to each victim in
+// turn; the clients take turns, as concurrent traffic interleaves.
+func (b *bench) runBenign(p *policy, seed uint64) (*benignRun, error) {
+	ctx := context.Background()
+	in, err := b.srv.start(p)
+	if err != nil {
+		return nil, err
+	}
+	defer in.stop()
+	r := &benignRun{policy: p.name, seed: seed, clients: b.opt.benign, risk: math.NaN(),
+		queries: map[string]int{}, agree: map[string]float64{}, refused: map[string]int{}}
+	var clients []*client
+	var orders [][]int
+	for i := range b.opt.benign {
+		c, err := in.newClient(fmt.Sprintf("benign-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, c)
+		rng := rand.New(rand.NewPCG(seed, uint64(i)))
+		orders = append(orders, rng.Perm(len(b.h.Inputs))[:min(b.opt.benignQueries, len(b.h.Inputs))])
+	}
+	same := map[string]int{}
+	victims := []string{victimLogreg, victimMLP}
+	for k := range orders[0] {
+		for i, c := range clients {
+			row := orders[i][k]
+			for _, v := range victims {
+				rep, err := c.infer(ctx, v, [][]float64{b.h.Inputs[row]})
+				if err != nil {
+					return nil, err
+				}
+				r.queries[v]++
+				switch {
+				case rep.status == 200:
+					if rep.answers[0].Label == b.ref[v][row] {
+						same[v]++
+					}
+				case refused(rep.status):
+					r.refused[v]++
+				default:
+					return nil, fmt.Errorf("%s: %s: unexpected status %d", c.name, v, rep.status)
+				}
+			}
+		}
+	}
+	for _, v := range victims {
+		r.agree[v] = float64(same[v]) / float64(r.queries[v])
+	}
+	r.flagged = -1
+	st, err := serverAlarms{in}.Status(ctx)
+	switch {
+	case errors.Is(err, errUnsupported):
+	case err != nil:
+		return nil, err
+	default:
+		flagged := 0
+		for _, c := range clients {
+			for _, a := range st.Alarms {
+				if a.implicates(c.principal) {
+					flagged++
+					break
+				}
+			}
+			for _, pr := range st.Principals {
+				if pr.Principal == c.principal && (math.IsNaN(r.risk) || pr.Risk > r.risk) {
+					r.risk = pr.Risk
+				}
+			}
+		}
+		r.flagged = flagged
+	}
+	return r, nil
+}
+
+// overheadRun compares the latency of single-row requests to the digits
+// model under a policy with the same requests without defences, measured
+// in the same run, alternating between the two instances.
+type overheadRun struct {
+	policy         string
+	requests       int
+	rawP50, rawP99 time.Duration
+	polP50, polP99 time.Duration
+	refused        int
+}
+
+func (b *bench) measureOverhead(p *policy) (*overheadRun, error) {
+	ctx := context.Background()
+	raw, err := loadPolicies("", []string{"raw"})
+	if err != nil {
+		return nil, err
+	}
+	ins := make([]*instance, 2)
+	clients := make([]*client, 2)
+	for i, q := range []*policy{raw[0], p} {
+		in, err := b.srv.start(q)
+		if err != nil {
+			return nil, err
+		}
+		defer in.stop()
+		ins[i] = in
+		if clients[i], err = in.newClient("overhead"); err != nil {
+			return nil, err
+		}
+	}
+	o := &overheadRun{policy: p.name, requests: b.opt.overhead}
+	lat := [2][]time.Duration{}
+	warm := min(50, b.opt.overhead)
+	for k := range warm + b.opt.overhead {
+		x := b.h.Inputs[k%len(b.h.Inputs)]
+		for j := range 2 {
+			i := (j + k) % 2 // alternate which instance goes first
+			rep, err := clients[i].infer(ctx, overheadModel, [][]float64{x})
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case rep.status == 200:
+			case i == 1 && refused(rep.status):
+				o.refused++
+			default:
+				return nil, fmt.Errorf("%s: status %d", ins[i].policy.name, rep.status)
+			}
+			if k >= warm {
+				lat[i] = append(lat[i], rep.latency)
+			}
+		}
+	}
+	for i := range lat {
+		slices.Sort(lat[i])
+	}
+	o.rawP50, o.rawP99 = benchutil.Percentile(lat[0], 0.5), benchutil.Percentile(lat[0], 0.99)
+	o.polP50, o.polP99 = benchutil.Percentile(lat[1], 0.5), benchutil.Percentile(lat[1], 0.99)
+	return o, nil
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/aegis-inference/aegis/bench/extraction/attack"
+	"github.com/aegis-inference/aegis/bench/extraction/learn"
+)
+
+// client is one principal: an API key and the requests it sends, over
+// REST with JSON tensors, as an external caller would.
+type client struct {
+	in        *instance
+	key       string
+	principal string // the server's name for it: key:<id>
+	name      string
+}
+
+type restTensor struct {
+	Name     string    `json:"name"`
+	Shape    []int64   `json:"shape"`
+	Datatype string    `json:"datatype"`
+	Data     []float64 `json:"data"`
+}
+
+type restResponse struct {
+	Outputs []restTensor `json:"outputs"`
+}
+
+// reply is one request's result.
+type reply struct {
+	status  int
+	answers []attack.Answer // one per row when status is 200
+	latency time.Duration
+}
+
+// infer sends xs as one request (a batch of len(xs) rows) to model.
+func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply, error) {
+	data := make([]float64, 0, len(xs)*attack.Dim)
+	for _, x := range xs {
+		data = append(data, x...)
+	}
+	body, err := json.Marshal(map[string]any{"inputs": []restTensor{{
+		Name: "input", Shape: []int64{int64(len(xs)), attack.Dim}, Datatype: "FP32", Data: data}}})
+	if err != nil {
+		return reply{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.in.url+"/v2/models/"+model+"/infer", bytes.NewReader(body))
+	if err != nil {
+		return reply{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := c.in.client.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	resp.Body.Close()
+	r := reply{status: resp.StatusCode, latency: time.Since(start)}
+	if err != nil {
+		return r, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return r, nil
+	}
+	var rr restResponse
+	if err := json.Unmarshal(b, &rr); err != nil {
+		return r, fmt.Errorf("%s: decode response: %w", model, err)
+	}
+	r.answers, err = answersOf(rr.Outputs, len(xs))
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", model, err)
+	}
+	return r, nil
+}
+
+// answersOf reads what the server served for n rows, whatever output
+// hardening left of it:
+//
+//   - an FP32 (or FP64) output of shape [n,10] is the probabilities
+//     (withheld classes may be 0);
+//   - or an FP32 output of shape [n,k] with an INT64/INT32 output of the
+//     same shape: the top k scores and their class indices, spread into a
+//     probability vector with the other classes at 0;
+//   - an INT64 output of shape [n] is the label;
+//
+// the top-1 label is the argmax of the probabilities when served, else the
+// label output. A response with neither is an error: the harness cannot
+// tell what the server answered.
+func answersOf(outs []restTensor, n int) ([]attack.Answer, error) {
+	var probs, scores, indices, label *restTensor
+	for i := range outs {
+		o := &outs[i]
+		switch {
+		case len(o.Shape) == 1 && o.Shape[0] == int64(n) && isInt(o.Datatype):
+			label = o
+		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && o.Shape[1] == attack.Classes && isFloat(o.Datatype) && probs == nil:
+			probs = o
+		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && isFloat(o.Datatype):
+			scores = o
+		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && isInt(o.Datatype):
+			indices = o
+		}
+	}
+	if probs == nil && scores != nil && indices != nil && scores.Shape[1] == indices.Shape[1] {
+		k := int(scores.Shape[1])
+		spread := restTensor{Shape: []int64{int64(n), attack.Classes}, Data: make([]float64, n*attack.Classes)}
+		for r := range n {
+			for j := range k {
+				c := int(indices.Data[r*k+j])
+				if c >= 0 && c < attack.Classes {
+					spread.Data[r*attack.Classes+c] = scores.Data[r*k+j]
+				}
+			}
+		}
+		probs = &spread
+	}
+	if probs == nil && label == nil {
+		return nil, fmt.Errorf("response has neither probabilities nor a label (%d outputs)", len(outs))
+	}
+	for _, t := range []*restTensor{probs, label} {
+		if t != nil && len(t.Data) != int(t.Shape[0])*max(1, int(lastDim(t.Shape))) {
+			return nil, fmt.Errorf("output %s: %d values for shape %v", t.Name, len(t.Data), t.Shape)
+		}
+	}
+	out := make([]attack.Answer, n)
+	for r := range n {
+		a := attack.Answer{Label: -1}
+		if probs != nil {
+			a.Probs = probs.Data[r*attack.Classes : (r+1)*attack.Classes]
+			a.Label = learn.Argmax(a.Probs)
+			if a.Probs[a.Label] <= 0 || math.IsNaN(a.Probs[a.Label]) {
+				a.Label = -1
+			}
+		}
+		if a.Label < 0 && label != nil {
+			a.Label = int(label.Data[r])
+		}
+		out[r] = a
+	}
+	return out, nil
+}
+
+func lastDim(s []int64) int64 {
+	if len(s) < 2 {
+		return 1
+	}
+	return s[len(s)-1]
+}
+
+func isInt(dt string) bool {
+	switch dt {
+	case "INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32", "UINT64":
+		return true
+	}
+	return false
+}
+
+func isFloat(dt string) bool { return dt == "FP32" || dt == "FP64" || dt == "FP16" }
+
+// refused reports whether status is a refusal by a defence: rate limited
+// (429) or denied (403) once the principal is known to be allowed.
+func refused(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusForbidden
+}
+
+func statusText(status int) string { return strconv.Itoa(status) }

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/aegis-inference/aegis/internal/servertest"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// TestQuickRun runs every scenario in quick mode under every policy the
+// server accepts, against real servers, and checks the baseline the whole
+// benchmark is measured against: equation-solving on the logistic
+// regression's raw probabilities reaches 98% agreement within 100 queries.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server for every scenario")
+	}
+	opt := options{
+		seeds: 1, policies: []string{"raw", "detect", "hardened", "watermark"},
+		mix: 1, split: 16, benign: 20, benignQueries: 450, overhead: 1000, poll: 10, blockAfter: 100, maxWatermark: 2000,
+		work: t.TempDir(), root: servertest.RepoRoot(t), lib: servertest.LibraryPath(t),
+		progress: logWriter{t}, command: "go test ./bench/extraction",
+	}.quicken()
+	if err := opt.validate(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := run(opt)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	q, all := rep.QueriesTo98("raw", "eqsolve@logreg")
+	if !all || q > 100 {
+		t.Errorf("equation-solving against raw probabilities: 98%% agreement after %d queries (reached: %v), want within 100", q, all)
+	}
+	for _, p := range rep.policies {
+		if !p.supported() {
+			t.Logf("policy %s not accepted by the server yet: %s", p.name, p.unsupported)
+			continue
+		}
+		for _, s := range rep.scenarios {
+			if s.kind == "benign" {
+				continue
+			}
+			runs := rep.runsOf(p.name, s.name)
+			if len(runs) != 1 || len(runs[0].curve) == 0 {
+				t.Errorf("%s under %s: %d runs, want 1 with measurements", s.name, p.name, len(runs))
+				continue
+			}
+			if r := runs[0]; r.sent < r.curve[len(r.curve)-1].own {
+				t.Errorf("%s under %s: %d queries sent, fewer than the attack's own %d", s.name, p.name, r.sent, r.curve[len(r.curve)-1].own)
+			}
+		}
+	}
+	var rawBenign int
+	for _, b := range rep.benign {
+		if b.policy != "raw" {
+			continue
+		}
+		rawBenign++
+		for v, a := range b.agree {
+			if a != 1 {
+				t.Errorf("benign clients under raw: top-1 agreement %.4f with the raw answers on %s, want 1", a, v)
+			}
+		}
+	}
+	if rawBenign != 1 {
+		t.Errorf("%d benign runs under raw, want 1", rawBenign)
+	}
+	md := rep.markdown()
+	for _, want := range []string{"## Queries to 98% agreement", "## Detection", "## Benign clients", "## Watermark", "## Per-request overhead"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+func TestAnswersOf(t *testing.T) {
+	probs := []float64{0, 0.1, 0, 0, 0, 0, 0, 0.9, 0, 0}
+	for _, tc := range []struct {
+		name      string
+		outs      []restTensor
+		wantLabel int
+		wantProbs bool
+	}{
+		{"label and probabilities", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{7}},
+			{Name: "probabilities", Shape: []int64{1, 10}, Datatype: "FP32", Data: probs}}, 7, true},
+		{"label only", []restTensor{{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{3}}}, 3, false},
+		{"top-2 scores and indices", []restTensor{
+			{Name: "scores", Shape: []int64{1, 2}, Datatype: "FP32", Data: []float64{0.8, 0.2}},
+			{Name: "indices", Shape: []int64{1, 2}, Datatype: "INT64", Data: []float64{4, 1}}}, 4, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := answersOf(tc.outs, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Label != tc.wantLabel || (got[0].Probs != nil) != tc.wantProbs {
+				t.Errorf("got label %d probabilities %v, want %d and probabilities: %v", got[0].Label, got[0].Probs, tc.wantLabel, tc.wantProbs)
+			}
+		})
+	}
+	if _, err := answersOf([]restTensor{{Name: "x", Shape: []int64{1, 3}, Datatype: "FP32", Data: []float64{1, 2, 3}}}, 1); err == nil {
+		t.Error("a response with neither probabilities nor a label: got no error")
+	}
+}
+
+func TestPlaceAlarm(t *testing.T) {
+	m := &meter{at: map[string][]int{"key:a": {1, 3, 5}, "key:b": {2, 4, 6}}, sent: 6}
+	for _, tc := range []struct {
+		name  string
+		alarm Alarm
+		want  int
+	}{
+		{"principal's third query", Alarm{Scope: "principal", Principal: "key:b", Queries: 3}, 6},
+		{"aggregate at the model's fourth", Alarm{Scope: "aggregate", Queries: 4}, 4},
+		{"no count: the poll that saw it", Alarm{Scope: "principal", Principal: "key:a"}, 5},
+	} {
+		if got := m.place(tc.alarm, 5); got != tc.want {
+			t.Errorf("%s: placed at %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

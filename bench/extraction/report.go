@@ -1,0 +1,494 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+)
+
+// report is what a run measured.
+type report struct {
+	opt            options
+	policies       []*policy
+	scenarios      []scenario
+	started        time.Time
+	elapsed        time.Duration
+	ortVersion     string
+	victimAccuracy []victimAcc
+	runs           []*attackRun
+	benign         []*benignRun
+	overhead       []*overheadRun
+}
+
+type victimAcc struct {
+	model    string
+	accuracy float64
+}
+
+// target is the agreement the issue's criteria are stated at.
+const target = 0.98
+
+// runsOf returns the runs of scenario s under policy p, by seed.
+func (r *report) runsOf(p string, s string) []*attackRun {
+	var out []*attackRun
+	for _, run := range r.runs {
+		if run.policy == p && run.scenario.name == s {
+			out = append(out, run)
+		}
+	}
+	return out
+}
+
+// queriesTo returns the attack's own queries at the first checkpoint
+// where its agreement reached t, and false if it never did.
+func (a *attackRun) queriesTo(t float64) (int, bool) {
+	for _, p := range a.curve {
+		if p.agreement >= t {
+			return p.own, true
+		}
+	}
+	return 0, false
+}
+
+// agreementAt returns the agreement at own queries: the last
+// measurement at or before it (an attack blocked earlier keeps its last
+// model), and false if there is none.
+func (a *attackRun) agreementAt(own int) (float64, bool) {
+	v, ok := 0.0, false
+	for _, p := range a.curve {
+		if p.own <= own {
+			v, ok = p.agreement, true
+		}
+	}
+	if !ok || (a.curve[len(a.curve)-1].own < own && !a.blocked) {
+		return 0, false
+	}
+	return v, true
+}
+
+// QueriesTo98 is the figure the smoke test checks: the median over seeds
+// of the queries equation-solving needed to reach 98% agreement under
+// policy p, and whether every seed reached it.
+func (r *report) QueriesTo98(p, scen string) (int, bool) {
+	var qs []float64
+	all := true
+	for _, run := range r.runsOf(p, scen) {
+		q, ok := run.queriesTo(target)
+		if !ok {
+			all = false
+			continue
+		}
+		qs = append(qs, float64(q))
+	}
+	if len(qs) == 0 {
+		return 0, false
+	}
+	return int(benchutil.Median(qs)), all
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Model extraction: attacks and defences\n\n")
+	w("`%s`: %d seed(s), %s. Go %s, GOMAXPROCS %d, ONNX Runtime %s, load average at the end %s; the run took %s.\n\n",
+		r.opt.command, r.opt.seeds, map[bool]string{true: "quick (smoke run: few queries, figures not meaningful)", false: "full"}[r.opt.quick],
+		runtime.Version(), runtime.GOMAXPROCS(0), r.ortVersion, benchutil.LoadAverage(), r.elapsed.Round(time.Second))
+	w("Every query is one REST request (JSON, one row) over TLS 1.3 with its own API key to a real Aegis ")
+	w("(internal/app, as `aegis serve` builds it) on loopback, audited; a fresh server for every run, so that ")
+	w("no detector state carries over. Agreement is the fraction of the %d evaluation digits on which the ", 450-poolSize)
+	w("attacker's model gives the victim's raw top-1 label. \"Queries\" count input rows sent, refused ones included.\n\n")
+
+	w("## Victims\n\n| victim | model | top-1 accuracy on the 450 held-out digits |\n|---|---|---|\n")
+	desc := map[string]string{victimLogreg: "multinomial logistic regression (64→10)", victimMLP: "MLP 64→64 ReLU→10"}
+	for _, v := range r.victimAccuracy {
+		w("| `%s` | %s | %.4f |\n", v.model, desc[v.model], v.accuracy)
+	}
+	w("\nData: `testdata/digits/heldout.json`, the 450 digits `train_test_split(test_size=0.25, random_state=0)` kept out of ")
+	w("training. Rows 0..%d are the attacker's natural pool (knockoff and label-natural queries, their one- and two-pixel ", poolSize-1)
+	w("translations, Jacobian seeds, cover queries); rows %d..449 are the evaluation set, never queried by an attacker. ", poolSize)
+	w("Benign clients replay all 450.\n\n")
+
+	w("## Policies\n\n| policy | what | accepted by this server |\n|---|---|---|\n")
+	for _, p := range r.policies {
+		acc := "yes"
+		if !p.supported() {
+			acc = "no: " + strings.ReplaceAll(p.unsupported, "\n", " ") + " (columns read n/a)"
+		}
+		w("| %s | %s | %s |\n", p.name, p.Description, acc)
+	}
+	w("\nAttacks:\n\n")
+	seen := map[string]bool{}
+	for _, s := range r.scenarios {
+		if !seen[s.kind] {
+			seen[s.kind] = true
+			w("- `%s`: %s\n", s.kind, kindDesc[s.kind])
+		}
+	}
+	w("- `split%d:` the same attack, its queries dealt round-robin over %d API keys; `interleave:` the attack with %.3g natural pool ", r.opt.split, r.opt.split, r.opt.mix)
+	w("queries sent by the same key before each of its own (their answers unused; they count as queries spent).\n\n")
+
+	for _, p := range r.policies {
+		if !p.supported() {
+			continue
+		}
+		r.curves(&b, p.name)
+	}
+	r.to98(&b)
+	r.detection(&b)
+	r.benignTable(&b)
+	r.watermarkTable(&b)
+	r.overheadTable(&b)
+	return b.String()
+}
+
+// attackScenarios returns the selected attack scenarios, equation-solving
+// or the others.
+func (r *report) attackScenarios(eq bool) []scenario {
+	var out []scenario
+	for _, s := range r.scenarios {
+		if s.kind != "benign" && (s.kind == "eqsolve") == eq {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *report) curves(b *strings.Builder, p string) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	for _, eq := range []bool{true, false} {
+		scen := r.attackScenarios(eq)
+		if len(scen) == 0 {
+			continue
+		}
+		cps := scen[0].checkpoints(r.opt.quick)
+		what := "learning attacks"
+		if eq {
+			what = "equation-solving"
+		}
+		w("## Agreement against queries: %s, policy %s\n\n", what, p)
+		w("Mean agreement over seeds after the attack's own queries (columns); the last columns give every query sent at the budget ")
+		w("(cover queries included), queries refused, and the range over seeds at the budget.\n\n")
+		w("| scenario |")
+		for _, c := range cps {
+			w(" %d |", c)
+		}
+		w(" sent | refused | range at budget |\n|---|")
+		for range cps {
+			w("---|")
+		}
+		w("---|---|---|\n")
+		for _, s := range scen {
+			runs := r.runsOf(p, s.name)
+			if len(runs) == 0 {
+				continue
+			}
+			w("| %s |", s.name)
+			for _, c := range cps {
+				var vs []float64
+				for _, run := range runs {
+					if v, ok := run.agreementAt(c); ok {
+						vs = append(vs, v)
+					}
+				}
+				if len(vs) < len(runs) {
+					w(" |")
+					continue
+				}
+				w(" %.3f |", mean(vs))
+			}
+			var sent, refused, last []float64
+			for _, run := range runs {
+				sent = append(sent, float64(run.sent))
+				refused = append(refused, float64(run.refused))
+				last = append(last, run.curve[len(run.curve)-1].agreement)
+			}
+			w(" %.0f | %.0f | %.3f–%.3f |\n", mean(sent), mean(refused), slices.Min(last), slices.Max(last))
+		}
+		w("\n")
+	}
+}
+
+func (r *report) to98(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Queries to %.0f%% agreement\n\n", target*100)
+	w("The attack's own queries at the first checkpoint where its model agreed with the victim on at least %.0f%% of the evaluation digits: ", target*100)
+	w("median over seeds, and the seeds' values; \">N\" when a seed never got there within its budget N.\n\n| scenario |")
+	ps := r.policies
+	for _, p := range ps {
+		w(" %s |", p.name)
+	}
+	w("\n|---|")
+	for range ps {
+		w("---|")
+	}
+	w("\n")
+	for _, s := range r.scenarios {
+		if s.kind == "benign" {
+			continue
+		}
+		w("| %s |", s.name)
+		for _, p := range ps {
+			runs := r.runsOf(p.name, s.name)
+			if !p.supported() {
+				w(" n/a |")
+				continue
+			}
+			if len(runs) == 0 {
+				w(" |")
+				continue
+			}
+			var vals []string
+			var qs []float64
+			for _, run := range runs {
+				if q, ok := run.queriesTo(target); ok {
+					vals, qs = append(vals, fmt.Sprint(q)), append(qs, float64(q))
+				} else {
+					vals = append(vals, fmt.Sprintf(">%d", run.curve[len(run.curve)-1].own))
+				}
+			}
+			med := "never"
+			if len(qs)*2 > len(runs) {
+				med = fmt.Sprint(medianWithMisses(qs, len(runs)))
+			}
+			w(" %s (%s) |", med, strings.Join(vals, ", "))
+		}
+		w("\n")
+	}
+	if raw, ok := r.QueriesTo98("raw", "eqsolve@logreg"); ok {
+		for _, p := range ps {
+			if p.name == "raw" || !p.supported() {
+				continue
+			}
+			h, ok := r.QueriesTo98(p.name, "eqsolve@logreg")
+			if ok {
+				w("\nUnder %s, equation-solving needs %.1f× the queries it needs against raw probabilities (%d against %d).\n", p.name, float64(h)/float64(raw), h, raw)
+			} else if runs := r.runsOf(p.name, "eqsolve@logreg"); len(runs) > 0 {
+				budget := runs[0].curve[len(runs[0].curve)-1].own
+				w("\nUnder %s, equation-solving does not reach %.0f%% within %d queries: more than %.0f× the %d it needs against raw probabilities.\n", p.name, target*100, budget, float64(budget)/float64(raw), raw)
+			}
+		}
+	}
+	w("\n")
+}
+
+// medianWithMisses is the median of n values of which qs are known and
+// the rest are larger than all of them.
+func medianWithMisses(qs []float64, n int) float64 {
+	s := slices.Clone(qs)
+	slices.Sort(s)
+	for len(s) < n {
+		s = append(s, math.Inf(1))
+	}
+	return benchutil.Median(s)
+}
+
+func (r *report) detection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Detection\n\n")
+	w("Queries sent (all of the run's, cover queries included) when the first alarm implicating the attacker was raised, as the server ")
+	w("reports it (GET /admin/v1/extraction/status, else the audit log): median over the seeds that raised one, and how many did. ")
+	w("\"aggregate\": an alarm over several principals' traffic implicated the attacker; \"flagged\": principals any alarm named; ")
+	w("\"risk\": the highest risk the server gave an attacker principal. n/a: the server reports no extraction alarms.\n\n")
+	w("| scenario | policy | first alarm at | seeds alarmed | first detector | aggregate | flagged | risk |\n|---|---|---|---|---|---|---|---|\n")
+	for _, s := range r.scenarios {
+		if s.kind == "benign" {
+			continue
+		}
+		for _, p := range r.policies {
+			if p.name == "raw" {
+				continue
+			}
+			runs := r.runsOf(p.name, s.name)
+			if !p.supported() {
+				w("| %s | %s | n/a (policy not accepted) | | | | | |\n", s.name, p.name)
+				continue
+			}
+			if len(runs) == 0 {
+				continue
+			}
+			if runs[0].firstAlarm < 0 {
+				w("| %s | %s | n/a | n/a | n/a | n/a | n/a | n/a |\n", s.name, p.name)
+				continue
+			}
+			var at, risk []float64
+			var det string
+			agg, flagged := 0, 0
+			for _, run := range runs {
+				if run.firstAlarm > 0 {
+					at = append(at, float64(run.firstAlarm))
+					if det == "" {
+						det = run.detector
+					}
+				}
+				if run.aggregate {
+					agg++
+				}
+				flagged = max(flagged, run.flagged)
+				if !math.IsNaN(run.risk) {
+					risk = append(risk, run.risk)
+				}
+			}
+			first := "none"
+			if len(at) > 0 {
+				first = fmt.Sprintf("%.0f (%.0f–%.0f)", benchutil.Median(at), slices.Min(at), slices.Max(at))
+			}
+			rs := "–"
+			if len(risk) > 0 {
+				rs = fmt.Sprintf("%.2f", slices.Max(risk))
+			}
+			w("| %s | %s | %s | %d/%d | %s | %d/%d | %d/%d | %s |\n", s.name, p.name, first, len(at), len(runs), det, agg, len(runs), flagged, runs[0].principals, rs)
+		}
+	}
+	w("\n")
+}
+
+func (r *report) benignTable(b *strings.Builder) {
+	if len(r.benign) == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Benign clients\n\n")
+	w("%d clients, each with its own key, replaying %d held-out digits each to both victims, one per request, taking turns. ", r.opt.benign, min(r.opt.benignQueries, 450))
+	w("\"Flagged\": clients any alarm ever implicated (the most over seeds). Top-1 agreement: the served top-1 against the victim's raw top-1 ")
+	w("on the same digit (refusals count as disagreement); the accuracy cost is 1 minus it.\n\n")
+	w("| policy | flagged | risk | agreement %s | agreement %s | refused |\n|---|---|---|---|---|---|\n", victimLogreg, victimMLP)
+	for _, p := range r.policies {
+		var runs []*benignRun
+		for _, br := range r.benign {
+			if br.policy == p.name {
+				runs = append(runs, br)
+			}
+		}
+		if !p.supported() {
+			w("| %s | n/a (policy not accepted) | | | | |\n", p.name)
+			continue
+		}
+		if len(runs) == 0 {
+			continue
+		}
+		flagged, risk := "n/a", "–"
+		if runs[0].flagged >= 0 {
+			f := 0
+			var rs []float64
+			for _, br := range runs {
+				f = max(f, br.flagged)
+				if !math.IsNaN(br.risk) {
+					rs = append(rs, br.risk)
+				}
+			}
+			flagged = fmt.Sprintf("%d/%d", f, runs[0].clients)
+			if len(rs) > 0 {
+				risk = fmt.Sprintf("%.2f", slices.Max(rs))
+			}
+		}
+		var lr, mlp []float64
+		refused := 0
+		for _, br := range runs {
+			lr, mlp = append(lr, br.agree[victimLogreg]), append(mlp, br.agree[victimMLP])
+			refused += br.refused[victimLogreg] + br.refused[victimMLP]
+		}
+		w("| %s | %s | %s | %.4f | %.4f | %d |\n", p.name, flagged, risk, mean(lr), mean(mlp), refused)
+	}
+	w("\n")
+}
+
+func (r *report) watermarkTable(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Watermark\n\n")
+	w("For each attack of at most %d queries, the server is asked (POST /admin/v1/watermark/verify) whether the attacker's final model, ", r.opt.maxWatermark)
+	w("answering the attacker's own queries, carries its watermark; and the same for a model of the same architecture trained without ")
+	w("the server on the attacker's natural pool with true labels. Surrogate: the largest p-value over seeds; independent: the smallest.\n\n")
+	w("| scenario | policy | surrogate p | surrogate log2 p | independent p |\n|---|---|---|---|---|\n")
+	rows := 0
+	for _, s := range r.scenarios {
+		for _, p := range r.policies {
+			if p.name == "raw" || s.kind == "benign" {
+				continue
+			}
+			runs := r.runsOf(p.name, s.name)
+			if !p.supported() {
+				w("| %s | %s | n/a (policy not accepted) | | |\n", s.name, p.name)
+				rows++
+				continue
+			}
+			if len(runs) == 0 {
+				continue
+			}
+			var sp, sl, ip []float64
+			note := ""
+			for _, run := range runs {
+				if run.watermark == nil {
+					note = run.wmNote
+					continue
+				}
+				sp, sl, ip = append(sp, run.watermark.PValue), append(sl, run.watermark.Log2PValue), append(ip, run.indep.PValue)
+			}
+			if len(sp) == 0 {
+				w("| %s | %s | %s | | |\n", s.name, p.name, note)
+			} else {
+				w("| %s | %s | %.3g | %.1f | %.3g |\n", s.name, p.name, slices.Max(sp), slices.Max(sl), slices.Min(ip))
+			}
+			rows++
+		}
+	}
+	if rows == 0 {
+		w("| – | – | n/a (no policy with a watermark ran) | | |\n")
+	}
+	w("\n")
+}
+
+func (r *report) overheadTable(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Per-request overhead of the defences\n\n")
+	w("Single-row REST JSON requests to the `digits` model, alternating between an instance under the policy and one without ")
+	w("defences (raw) in the same process and run; %d measured requests each after a warm-up. The client and both servers ", r.opt.overhead)
+	w("share the machine's CPUs, so the difference, not the level, is the figure.\n\n")
+	w("| policy | raw p50 | policy p50 | added p50 | raw p99 | policy p99 | refused |\n|---|---|---|---|---|---|---|\n")
+	for _, p := range r.policies {
+		if p.name == "raw" {
+			continue
+		}
+		if !p.supported() {
+			w("| %s | n/a (policy not accepted) | | | | | |\n", p.name)
+			continue
+		}
+		for _, o := range r.overhead {
+			if o.policy == p.name {
+				w("| %s | %s | %s | %s | %s | %s | %d |\n", o.policy, us(o.rawP50), us(o.polP50), us(o.polP50-o.rawP50), us(o.rawP99), us(o.polP99), o.refused)
+			}
+		}
+	}
+	w("\n")
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func fmtAlarm(n int) string {
+	switch {
+	case n < 0:
+		return "n/a"
+	case n == 0:
+		return "none"
+	}
+	return fmt.Sprint(n)
+}
+
+func fmtFlagged(n int) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return fmt.Sprint(n)
+}

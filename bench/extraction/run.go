@@ -1,0 +1,482 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/aegis-inference/aegis/bench/extraction/attack"
+	"github.com/aegis-inference/aegis/bench/extraction/learn"
+)
+
+// options configure one run.
+type options struct {
+	seeds         int
+	scenarios     []string // name patterns
+	policies      []string
+	policyDir     string // "" for the embedded policies
+	quick         bool
+	mix           float64 // natural queries per attack query (interleave)
+	split         int     // principals of a split attack
+	benign        int     // benign clients
+	benignQueries int     // held-out rows each benign client replays (to each victim)
+	overhead      int     // measured requests per instance for the overhead
+	poll          int     // poll the alarm status every this many queries
+	blockAfter    int     // consecutive refusals after which the attacker gives up
+	maxWatermark  int     // verify the watermark for runs of at most this many queries
+	work          string  // work directory
+	keep          bool    // keep instance directories
+	root, lib     string
+	out           string
+	progress      io.Writer
+	command       string
+}
+
+// bench is one run of the benchmark.
+type bench struct {
+	opt      options
+	h        *heldout
+	srv      *servers
+	policies []*policy
+	scen     []scenario
+	ref      map[string][]int // victim -> its raw top-1 on every held-out row
+	rep      *report
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.opt.progress != nil {
+		fmt.Fprintf(b.opt.progress, format+"\n", args...)
+	}
+}
+
+func run(opt options) (*report, error) {
+	start := time.Now()
+	h, err := loadHeldout(opt.root)
+	if err != nil {
+		return nil, err
+	}
+	names := opt.policies
+	policies, err := loadPolicies(opt.policyDir, names)
+	if err != nil {
+		return nil, err
+	}
+	scen, err := selectScenarios(allScenarios(opt.split), opt.scenarios)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := newServers(opt.work, opt.root, opt.lib, opt.keep)
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{opt: opt, h: h, srv: srv, policies: policies, scen: scen, ref: map[string][]int{},
+		rep: &report{opt: opt, policies: policies, scenarios: scen, started: start}}
+	if err := b.reference(); err != nil {
+		return nil, fmt.Errorf("reference answers: %w", err)
+	}
+	for _, p := range policies {
+		if err := b.probe(p); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range policies {
+		if !p.supported() {
+			continue
+		}
+		for _, s := range scen {
+			for seed := 1; seed <= opt.seeds; seed++ {
+				t0 := time.Now()
+				if s.kind == "benign" {
+					r, err := b.runBenign(p, uint64(seed))
+					if err != nil {
+						return nil, fmt.Errorf("%s %s seed %d: %w", p.name, s.name, seed, err)
+					}
+					b.rep.benign = append(b.rep.benign, r)
+					b.logf("%-10s %-32s seed %d: %d clients, agreement with raw %v, flagged %s (%.1fs)",
+						p.name, s.name, seed, r.clients, r.agree, fmtFlagged(r.flagged), time.Since(t0).Seconds())
+					continue
+				}
+				r, err := b.runAttack(p, s, uint64(seed))
+				if err != nil {
+					return nil, fmt.Errorf("%s %s seed %d: %w", p.name, s.name, seed, err)
+				}
+				b.rep.runs = append(b.rep.runs, r)
+				last := r.curve[len(r.curve)-1]
+				b.logf("%-10s %-32s seed %d: %d queries, agreement %.3f, first alarm %s (%.1fs)",
+					p.name, s.name, seed, r.sent, last.agreement, fmtAlarm(r.firstAlarm), time.Since(t0).Seconds())
+			}
+		}
+	}
+	for _, p := range policies {
+		if p.name == "raw" || !p.supported() {
+			continue
+		}
+		o, err := b.measureOverhead(p)
+		if err != nil {
+			return nil, fmt.Errorf("overhead of %s: %w", p.name, err)
+		}
+		b.rep.overhead = append(b.rep.overhead, o)
+	}
+	b.rep.elapsed = time.Since(start)
+	return b.rep, nil
+}
+
+// reference records the victims' raw answers on every held-out row, from
+// an instance without defences.
+func (b *bench) reference() error {
+	raw, err := loadPolicies("", []string{"raw"})
+	if err != nil {
+		return err
+	}
+	in, err := b.srv.start(raw[0])
+	if err != nil {
+		return err
+	}
+	defer in.stop()
+	c, err := in.newClient("reference")
+	if err != nil {
+		return err
+	}
+	for _, v := range []string{victimLogreg, victimMLP} {
+		r, err := c.infer(context.Background(), v, b.h.Inputs)
+		if err != nil {
+			return err
+		}
+		if r.status != 200 {
+			return fmt.Errorf("%s: status %d", v, r.status)
+		}
+		labels := make([]int, len(r.answers))
+		correct := 0
+		for i, a := range r.answers {
+			if a.Probs == nil {
+				return fmt.Errorf("%s: the raw server served no probabilities", v)
+			}
+			labels[i] = a.Label
+			if a.Label == b.h.Labels[i] {
+				correct++
+			}
+		}
+		b.ref[v] = labels
+		b.rep.victimAccuracy = append(b.rep.victimAccuracy, victimAcc{v, float64(correct) / float64(len(labels))})
+	}
+	b.rep.ortVersion = in.srv.Library.Version
+	return nil
+}
+
+// probe starts and stops an instance under p, to learn whether the
+// server accepts it.
+func (b *bench) probe(p *policy) error {
+	in, err := b.srv.start(p)
+	var pe *policyError
+	if errors.As(err, &pe) {
+		p.unsupported = pe.Error()
+		b.logf("policy %s: not supported by this server: %s", p.name, p.unsupported)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("policy %s: %w", p.name, err)
+	}
+	return in.stop()
+}
+
+// point is one measurement of an attacker's model.
+type point struct {
+	own       int // the attack's own queries
+	sent      int // every query sent (cover queries included)
+	agreement float64
+}
+
+// attackRun is one attack's result.
+type attackRun struct {
+	policy   string
+	scenario scenario
+	seed     uint64
+	curve    []point
+	sent     int // queries sent
+	refused  int
+	blocked  bool // the attacker gave up after blockAfter refusals in a row
+	// firstAlarm is the number of queries sent when the first alarm
+	// implicating the attacker was raised: 0 none, -1 not supported.
+	firstAlarm int
+	detector   string // of the first alarm
+	aggregate  bool   // an aggregate-scope alarm implicated the attacker
+	flagged    int    // attacker principals any alarm implicated
+	principals int
+	risk       float64 // highest risk of an attacker principal; NaN unknown
+	watermark  *VerifyResult
+	indep      *VerifyResult // a model trained without the server, same inputs
+	wmNote     string        // why there is no watermark result
+}
+
+// meter counts the queries of one run and remembers when each principal
+// sent each of its queries, to place the alarms the server reports.
+type meter struct {
+	sent, refused int
+	at            map[string][]int // principal -> sent after each of its queries
+	times         []time.Time      // when query i+1 was sent
+	inputs        [][]float64      // every query, for watermark verification
+	poll          func(ctx context.Context) error
+	every         int
+}
+
+func (m *meter) record(ctx context.Context, principal string, x []float64, at time.Time) error {
+	m.sent++
+	m.at[principal] = append(m.at[principal], m.sent)
+	m.times = append(m.times, at)
+	m.inputs = append(m.inputs, x)
+	if m.poll != nil && m.every > 0 && m.sent%m.every == 0 {
+		return m.poll(ctx)
+	}
+	return nil
+}
+
+// principalOracle is the victim as one principal sees it: one query per
+// request.
+type principalOracle struct {
+	c          *client
+	model      string
+	m          *meter
+	streak     int // refusals in a row
+	blockAfter int
+}
+
+var _ attack.Oracle = (*principalOracle)(nil)
+
+func (o *principalOracle) Query(ctx context.Context, xs [][]float64) ([]attack.Answer, error) {
+	out := make([]attack.Answer, 0, len(xs))
+	for _, x := range xs {
+		t := time.Now()
+		r, err := o.c.infer(ctx, o.model, [][]float64{x})
+		if err != nil {
+			return out, err
+		}
+		if err := o.m.record(ctx, o.c.principal, x, t); err != nil {
+			return out, err
+		}
+		switch {
+		case r.status == 200:
+			o.streak = 0
+			out = append(out, r.answers[0])
+		case refused(r.status):
+			o.m.refused++
+			o.streak++
+			out = append(out, attack.Answer{Label: -1, Refused: true})
+			if o.streak >= o.blockAfter {
+				return out, fmt.Errorf("%s: %d refusals in a row: %w", o.c.name, o.streak, attack.ErrBlocked)
+			}
+		default:
+			return out, fmt.Errorf("%s: unexpected status %d", o.c.name, r.status)
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error) {
+	ctx := context.Background()
+	in, err := b.srv.start(p)
+	if err != nil {
+		return nil, err
+	}
+	defer in.stop()
+	n := 1
+	if s.spread == "split" {
+		n = b.opt.split
+	}
+	m := &meter{at: map[string][]int{}, every: b.opt.poll}
+	var oracles []attack.Oracle
+	var principals []string
+	for i := range n {
+		c, err := in.newClient(fmt.Sprintf("attacker-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		principals = append(principals, c.principal)
+		oracles = append(oracles, &principalOracle{c: c, model: s.victim, m: m, blockAfter: b.opt.blockAfter})
+	}
+	oracle := oracles[0]
+	switch s.spread {
+	case "split":
+		oracle = &attack.RoundRobin{Oracles: oracles}
+	case "interleave":
+		oracle = attack.NewInterleave(oracle, b.h.pool(), b.opt.mix, seed)
+	}
+	r := &attackRun{policy: p.name, scenario: s, seed: seed, principals: n, risk: math.NaN()}
+
+	alarms := serverAlarms{in}
+	supported := true
+	seenAt := 0
+	m.poll = func(ctx context.Context) error {
+		if !supported || seenAt > 0 {
+			return nil
+		}
+		st, err := alarms.Status(ctx)
+		if errors.Is(err, errUnsupported) {
+			supported = false
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, a := range st.Alarms {
+			if implicatesAny(a, principals, s.victim) {
+				seenAt = m.sent
+			}
+		}
+		return nil
+	}
+
+	evalX, evalY := b.h.eval(), b.ref[s.victim][poolSize:]
+	var final learn.Classifier
+	err = s.newAttack(b.h, seed).Run(ctx, oracle, s.checkpoints(b.opt.quick), func(own int, model learn.Classifier) error {
+		r.curve = append(r.curve, point{own: own, sent: m.sent, agreement: learn.Agreement(model, evalX, evalY)})
+		final = model
+		return nil
+	})
+	switch {
+	case errors.Is(err, attack.ErrBlocked):
+		r.blocked = true
+	case err != nil:
+		return nil, err
+	}
+	r.sent, r.refused = m.sent, m.refused
+
+	// Alarms, as the operator sees them at the end of the attack.
+	r.firstAlarm = -1
+	if supported {
+		st, err := alarms.Status(ctx)
+		switch {
+		case errors.Is(err, errUnsupported):
+		case err != nil:
+			return nil, err
+		default:
+			r.firstAlarm = 0
+			flagged := map[string]bool{}
+			for _, a := range st.Alarms {
+				if !implicatesAny(a, principals, s.victim) {
+					continue
+				}
+				for _, pr := range principals {
+					if a.implicates(pr) {
+						flagged[pr] = true
+					}
+				}
+				if a.Scope == "aggregate" {
+					r.aggregate = true
+				}
+				at := m.place(a, seenAt)
+				if r.firstAlarm == 0 || at < r.firstAlarm {
+					r.firstAlarm, r.detector = at, a.Detector
+				}
+			}
+			r.flagged = len(flagged)
+			for _, pr := range st.Principals {
+				for _, q := range principals {
+					if pr.Principal == q && pr.Model == s.victim && (math.IsNaN(r.risk) || pr.Risk > r.risk) {
+						r.risk = pr.Risk
+					}
+				}
+			}
+		}
+	}
+
+	// The watermark: does the server recognise the surrogate, and not a
+	// model trained without it?
+	switch {
+	case final == nil:
+		r.wmNote = "no model"
+	case m.sent > b.opt.maxWatermark:
+		r.wmNote = fmt.Sprintf("more than %d queries", b.opt.maxWatermark)
+	default:
+		wm := serverWatermark{in}
+		res, err := wm.Verify(ctx, s.victim, m.inputs, predictAll(final, m.inputs))
+		switch {
+		case errors.Is(err, errUnsupported):
+			r.wmNote = "n/a"
+		case err != nil:
+			return nil, fmt.Errorf("watermark: %w", err)
+		default:
+			r.watermark = &res
+			ind, err := b.independent(s.victim, seed)
+			if err != nil {
+				return nil, err
+			}
+			res, err := wm.Verify(ctx, s.victim, m.inputs, predictAll(ind, m.inputs))
+			if err != nil {
+				return nil, fmt.Errorf("watermark, independent model: %w", err)
+			}
+			r.indep = &res
+		}
+	}
+	return r, nil
+}
+
+// implicatesAny reports whether alarm a concerns the attacker: it names
+// one of its principals, or it is an aggregate alarm on the victim that
+// names no one.
+func implicatesAny(a Alarm, principals []string, model string) bool {
+	for _, p := range principals {
+		if a.implicates(p) {
+			return true
+		}
+	}
+	return a.Scope == "aggregate" && len(a.Principals) == 0 && a.Principal == "" && (a.Model == "" || a.Model == model)
+}
+
+// place returns how many queries the run had sent when alarm a was
+// raised: from the principal's query count the alarm carries, else from
+// the model's (aggregate alarms: only the attacker queries the instance),
+// else from its time, else the poll that first saw it.
+func (m *meter) place(a Alarm, seenAt int) int {
+	if a.Queries > 0 {
+		if at := m.at[a.Principal]; a.Principal != "" && int(a.Queries) <= len(at) {
+			return at[a.Queries-1]
+		}
+		if a.Scope == "aggregate" {
+			return min(int(a.Queries), m.sent)
+		}
+	}
+	if !a.Time.IsZero() {
+		for i, t := range m.times {
+			if !t.Before(a.Time) {
+				return i + 1
+			}
+		}
+		return m.sent
+	}
+	if seenAt > 0 {
+		return seenAt
+	}
+	return m.sent
+}
+
+func predictAll(c learn.Classifier, xs [][]float64) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = c.Predict(x)
+	}
+	return out
+}
+
+// independent trains, without querying the server, a model of the
+// surrogate's architecture on the attacker's natural pool and its
+// translations with their true labels: what a competitor who never saw
+// the victim's answers would have.
+func (b *bench) independent(victim string, seed uint64) (learn.Classifier, error) {
+	var xs, ts [][]float64
+	for i, x := range b.h.pool() {
+		t := learn.OneHot(b.h.Labels[i], attack.Classes)
+		xs, ts = append(xs, x), append(ts, t)
+		for _, sh := range attack.Shifts {
+			xs, ts = append(xs, attack.Translate(x, sh[0], sh[1])), append(ts, t)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x696e646570))
+	net := learn.NewNet(sizes(victim), 1.0/attack.PixelMax, rng)
+	if err := net.Fit(xs, ts, learn.DefaultTrain, rng); err != nil {
+		return nil, err
+	}
+	return net, nil
+}
