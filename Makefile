@@ -120,3 +120,11 @@ bench-load: setup
 bench-access: setup
 	@mkdir -p build/bench
 	$(GO) run ./bench/access -o build/bench/access.md $(BENCH_ACCESS_FLAGS)
+
+## bench-extraction: model-extraction attacks and defences against the digits victims, over the
+## real server's API, under every policy in bench/extraction/policies (see docs/extraction.md);
+## BENCH_EXTRACTION_FLAGS=-quick for a smoke run. Writes build/bench/extraction.md.
+.PHONY: bench-extraction
+bench-extraction: setup
+	@mkdir -p build/bench
+	$(GO) run ./bench/extraction -o build/bench/extraction.md $(BENCH_EXTRACTION_FLAGS)

@@ -24,6 +24,7 @@ type benignRun struct {
 	queries map[string]int     // per victim
 	agree   map[string]float64 // per victim: served top-1 = raw top-1
 	refused map[string]int     // per victim
+	waited  time.Duration      // waiting out rate limits
 }
 
 // runBenign has every benign client, each with its own key, replay the
@@ -55,10 +56,11 @@ func (b *bench) runBenign(p *policy, seed uint64) (*benignRun, error) {
 		for i, c := range clients {
 			row := orders[i][k]
 			for _, v := range victims {
-				rep, err := c.infer(ctx, v, [][]float64{b.h.Inputs[row]})
+				rep, err := c.inferPatient(ctx, v, [][]float64{b.h.Inputs[row]}, b.opt.patient)
 				if err != nil {
 					return nil, err
 				}
+				r.waited += rep.waited
 				r.queries[v]++
 				switch {
 				case rep.status == 200:

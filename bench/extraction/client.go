@@ -37,9 +37,11 @@ type restResponse struct {
 
 // reply is one request's result.
 type reply struct {
-	status  int
-	answers []attack.Answer // one per row when status is 200
-	latency time.Duration
+	status     int
+	answers    []attack.Answer // one per row when status is 200
+	latency    time.Duration
+	retryAfter time.Duration // the Retry-After of a 429, if any
+	waited     time.Duration // time spent waiting out 429s (patient)
 }
 
 // infer sends xs as one request (a batch of len(xs) rows) to model.
@@ -70,6 +72,11 @@ func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply
 	if err != nil {
 		return r, err
 	}
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
+			r.retryAfter = time.Duration(secs * float64(time.Second))
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return r, nil
 	}
@@ -82,6 +89,40 @@ func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply
 		return r, fmt.Errorf("%s: %w", model, err)
 	}
 	return r, nil
+}
+
+// Patience: a client the server rate-limits (429) waits as long as the
+// Retry-After header says (default retryDefault, at most retryMax at a
+// time) and tries again, up to retryTries times, as a real client
+// library would; an attacker who hammered on regardless would only make
+// rate limits look better than they are.
+const (
+	retryDefault = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+	retryTries   = 50
+)
+
+// inferPatient is infer, waiting out rate limits when patient.
+func (c *client) inferPatient(ctx context.Context, model string, xs [][]float64, patient bool) (reply, error) {
+	var waited time.Duration
+	for try := 0; ; try++ {
+		r, err := c.infer(ctx, model, xs)
+		r.waited = waited
+		if err != nil || r.status != http.StatusTooManyRequests || !patient || try+1 >= retryTries {
+			return r, err
+		}
+		d := r.retryAfter
+		if d <= 0 {
+			d = retryDefault
+		}
+		d = min(d, retryMax)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return r, ctx.Err()
+		}
+		waited += d
+	}
 }
 
 // answersOf reads what the server served for n rows, whatever output
@@ -173,5 +214,3 @@ func isFloat(dt string) bool { return dt == "FP32" || dt == "FP64" || dt == "FP1
 func refused(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusForbidden
 }
-
-func statusText(status int) string { return strconv.Itoa(status) }

@@ -94,6 +94,7 @@ func parseFlags(args []string) (options, error) {
 	overhead := fs.Int("overhead", 1000, "measured requests per instance for the per-request overhead")
 	poll := fs.Int("poll", 10, "read the alarm status every this many queries")
 	blockAfter := fs.Int("block-after", 100, "consecutive refusals after which an attacker gives up")
+	patient := fs.Bool("patient", true, "clients wait out rate limits (429, Retry-After) and try again")
 	work := fs.String("work", "", "work directory (default: a temporary directory, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory and every instance's state (audit logs)")
 	lib := fs.String("lib", "", "ONNX Runtime library (default: $AEGIS_ONNXRUNTIME_LIB, else build/onnxruntime/libonnxruntime.so.1)")
@@ -108,7 +109,7 @@ func parseFlags(args []string) (options, error) {
 	opt := options{
 		seeds: *seeds, scenarios: splitList(*scen), policies: splitList(*pols), policyDir: *policyDir,
 		quick: *quick, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
-		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, maxWatermark: 2000,
+		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWatermark: 2000,
 		work: *work, keep: *keep, root: root, lib: libraryPath(root, *lib), out: *out,
 		command: "go run ./bench/extraction " + strings.Join(args, " "),
 	}

@@ -172,16 +172,16 @@ func (r *report) curves(b *strings.Builder, p string) {
 		}
 		w("## Agreement against queries: %s, policy %s\n\n", what, p)
 		w("Mean agreement over seeds after the attack's own queries (columns); the last columns give every query sent at the budget ")
-		w("(cover queries included), queries refused, and the range over seeds at the budget.\n\n")
+		w("(cover queries included), queries refused, time spent waiting out rate limits (429, Retry-After), and the range over seeds at the budget.\n\n")
 		w("| scenario |")
 		for _, c := range cps {
 			w(" %d |", c)
 		}
-		w(" sent | refused | range at budget |\n|---|")
+		w(" sent | refused | waited | range at budget |\n|---|")
 		for range cps {
 			w("---|")
 		}
-		w("---|---|---|\n")
+		w("---|---|---|---|\n")
 		for _, s := range scen {
 			runs := r.runsOf(p, s.name)
 			if len(runs) == 0 {
@@ -201,13 +201,14 @@ func (r *report) curves(b *strings.Builder, p string) {
 				}
 				w(" %.3f |", mean(vs))
 			}
-			var sent, refused, last []float64
+			var sent, refused, waited, last []float64
 			for _, run := range runs {
+				waited = append(waited, run.waited.Seconds())
 				sent = append(sent, float64(run.sent))
 				refused = append(refused, float64(run.refused))
 				last = append(last, run.curve[len(run.curve)-1].agreement)
 			}
-			w(" %.0f | %.0f | %.3f–%.3f |\n", mean(sent), mean(refused), slices.Min(last), slices.Max(last))
+			w(" %.0f | %.0f | %.1f s | %.3f–%.3f |\n", mean(sent), mean(refused), mean(waited), slices.Min(last), slices.Max(last))
 		}
 		w("\n")
 	}
@@ -356,7 +357,7 @@ func (r *report) benignTable(b *strings.Builder) {
 	w("%d clients, each with its own key, replaying %d held-out digits each to both victims, one per request, taking turns. ", r.opt.benign, min(r.opt.benignQueries, 450))
 	w("\"Flagged\": clients any alarm ever implicated (the most over seeds). Top-1 agreement: the served top-1 against the victim's raw top-1 ")
 	w("on the same digit (refusals count as disagreement); the accuracy cost is 1 minus it.\n\n")
-	w("| policy | flagged | risk | agreement %s | agreement %s | refused |\n|---|---|---|---|---|---|\n", victimLogreg, victimMLP)
+	w("| policy | flagged | risk | agreement %s | agreement %s | refused | waited |\n|---|---|---|---|---|---|---|\n", victimLogreg, victimMLP)
 	for _, p := range r.policies {
 		var runs []*benignRun
 		for _, br := range r.benign {
@@ -365,7 +366,7 @@ func (r *report) benignTable(b *strings.Builder) {
 			}
 		}
 		if !p.supported() {
-			w("| %s | n/a (policy not accepted) | | | | |\n", p.name)
+			w("| %s | n/a (policy not accepted) | | | | | |\n", p.name)
 			continue
 		}
 		if len(runs) == 0 {
@@ -386,13 +387,14 @@ func (r *report) benignTable(b *strings.Builder) {
 				risk = fmt.Sprintf("%.2f", slices.Max(rs))
 			}
 		}
-		var lr, mlp []float64
+		var lr, mlp, waited []float64
 		refused := 0
 		for _, br := range runs {
+			waited = append(waited, br.waited.Seconds())
 			lr, mlp = append(lr, br.agree[victimLogreg]), append(mlp, br.agree[victimMLP])
 			refused += br.refused[victimLogreg] + br.refused[victimMLP]
 		}
-		w("| %s | %s | %s | %.4f | %.4f | %d |\n", p.name, flagged, risk, mean(lr), mean(mlp), refused)
+		w("| %s | %s | %s | %.4f | %.4f | %d | %.1f s |\n", p.name, flagged, risk, mean(lr), mean(mlp), refused, mean(waited))
 	}
 	w("\n")
 }

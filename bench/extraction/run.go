@@ -27,6 +27,7 @@ type options struct {
 	overhead      int     // measured requests per instance for the overhead
 	poll          int     // poll the alarm status every this many queries
 	blockAfter    int     // consecutive refusals after which the attacker gives up
+	patient       bool    // wait out 429s (Retry-After) and try again
 	maxWatermark  int     // verify the watermark for runs of at most this many queries
 	work          string  // work directory
 	keep          bool    // keep instance directories
@@ -197,7 +198,8 @@ type attackRun struct {
 	curve    []point
 	sent     int // queries sent
 	refused  int
-	blocked  bool // the attacker gave up after blockAfter refusals in a row
+	waited   time.Duration // waiting out rate limits
+	blocked  bool          // the attacker gave up after blockAfter refusals in a row
 	// firstAlarm is the number of queries sent when the first alarm
 	// implicating the attacker was raised: 0 none, -1 not supported.
 	firstAlarm int
@@ -215,6 +217,7 @@ type attackRun struct {
 // sent each of its queries, to place the alarms the server reports.
 type meter struct {
 	sent, refused int
+	waited        time.Duration    // waiting out rate limits
 	at            map[string][]int // principal -> sent after each of its queries
 	times         []time.Time      // when query i+1 was sent
 	inputs        [][]float64      // every query, for watermark verification
@@ -241,6 +244,7 @@ type principalOracle struct {
 	m          *meter
 	streak     int // refusals in a row
 	blockAfter int
+	patient    bool
 }
 
 var _ attack.Oracle = (*principalOracle)(nil)
@@ -249,10 +253,11 @@ func (o *principalOracle) Query(ctx context.Context, xs [][]float64) ([]attack.A
 	out := make([]attack.Answer, 0, len(xs))
 	for _, x := range xs {
 		t := time.Now()
-		r, err := o.c.infer(ctx, o.model, [][]float64{x})
+		r, err := o.c.inferPatient(ctx, o.model, [][]float64{x}, o.patient)
 		if err != nil {
 			return out, err
 		}
+		o.m.waited += r.waited
 		if err := o.m.record(ctx, o.c.principal, x, t); err != nil {
 			return out, err
 		}
@@ -294,7 +299,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 			return nil, err
 		}
 		principals = append(principals, c.principal)
-		oracles = append(oracles, &principalOracle{c: c, model: s.victim, m: m, blockAfter: b.opt.blockAfter})
+		oracles = append(oracles, &principalOracle{c: c, model: s.victim, m: m, blockAfter: b.opt.blockAfter, patient: b.opt.patient})
 	}
 	oracle := oracles[0]
 	switch s.spread {
@@ -341,7 +346,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 	case err != nil:
 		return nil, err
 	}
-	r.sent, r.refused = m.sent, m.refused
+	r.sent, r.refused, r.waited = m.sent, m.refused, m.waited
 
 	// Alarms, as the operator sees them at the end of the attack.
 	r.firstAlarm = -1

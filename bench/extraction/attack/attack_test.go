@@ -2,6 +2,8 @@ package attack
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -192,5 +194,52 @@ func TestTranslate(t *testing.T) {
 	}
 	if n := NewNatural([][]float64{x, x}, 1); len(n.queue) != 26 {
 		t.Errorf("natural source over 2 images holds %d queries, want 26", len(n.queue))
+	}
+}
+
+// blockingOracle answers n queries, then refuses everything with
+// ErrBlocked, as the harness's oracle does once the server stops
+// answering an attacker.
+type blockingOracle struct {
+	fakeOracle
+	n int
+}
+
+func (b *blockingOracle) Query(ctx context.Context, xs [][]float64) ([]Answer, error) {
+	var out []Answer
+	for _, x := range xs {
+		if b.sent >= b.n {
+			return out, fmt.Errorf("principal: %w", ErrBlocked)
+		}
+		a, _ := b.fakeOracle.Query(ctx, [][]float64{x})
+		out = append(out, a...)
+	}
+	return out, nil
+}
+
+func TestBlockedAttacksKeepWhatTheyHave(t *testing.T) {
+	victim, eval := victimLike(3)
+	for _, tc := range []struct {
+		name string
+		a    Attack
+	}{
+		{"eqsolve", EqSolve{Seed: 1}},
+		{"retrain", Retrain{Source: NewUniform(1), Sizes: []int{Dim, Classes}, Seed: 1}},
+		{"jacobian", Jacobian{Seeds: eval[:10], Lambda: 2, Sizes: []int{Dim, Classes}, Seed: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &blockingOracle{fakeOracle: fakeOracle{victim: victim}, n: 70}
+			var last int
+			err := tc.a.Run(context.Background(), o, []int{50, 100, 200}, func(spent int, m learn.Classifier) error {
+				last = spent
+				return nil
+			})
+			if !errors.Is(err, ErrBlocked) {
+				t.Fatalf("got %v, want ErrBlocked", err)
+			}
+			if last != 70 {
+				t.Errorf("last observed after %d queries, want 70 (when it was blocked)", last)
+			}
+		})
 	}
 }
