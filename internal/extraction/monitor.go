@@ -32,7 +32,7 @@ type Monitor struct {
 
 	stats struct {
 		observed, dropped, rejected, alertsDropped, untracked, evicted atomic.Uint64
-		subjects                                                     atomic.Int64
+		subjects                                                       atomic.Int64
 	}
 
 	// oodKmin[n] is the OOD count that raises the alarm among n queries.
@@ -62,9 +62,9 @@ type subject struct {
 	group bool
 
 	// Read by anyone.
-	action atomic.Int32                  // Action
-	member atomic.Pointer[[]*subject]    // a principal's groups
-	status atomic.Pointer[Status]        // published after every update
+	action atomic.Int32               // Action
+	member atomic.Pointer[[]*subject] // a principal's groups
+	status atomic.Pointer[Status]     // published after every update
 
 	// Worker only.
 	queries, repeats uint64
