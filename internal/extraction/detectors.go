@@ -120,7 +120,7 @@ type knnState struct {
 type knnResult struct {
 	repeat bool // an exact copy of a query in the history
 	scored bool
-	dist   float64 // mean distance to the k nearest
+	dist   float64 // mean distance to the k nearest (a lower bound ≥ τ when not suspicious)
 }
 
 // observe scores x against the history (before adding it) and adds it.
@@ -129,9 +129,16 @@ func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32)
 	k := cfg.K
 	var r knnResult
 	if s.rows >= k {
+		// Only whether the mean of the k nearest distances is below the
+		// threshold τ matters, so the search need not look further than kτ:
+		// if a k-th nearest is further, the mean is at least τ whatever the
+		// others are. A neighbour not found within kτ counts as kτ, so dist
+		// is exact below τ and a lower bound (≥ τ) above it. Most rows are
+		// abandoned after their first 16 features.
+		limit := float32(float64(k) * cfg.Threshold)
 		best = best[:k]
 		for i := range best {
-			best[i] = float32(math.Inf(1))
+			best[i] = limit * limit
 		}
 		for i := 0; i < s.rows; i++ {
 			d := sqDistBounded(x, s.hist[i*dim:(i+1)*dim], best[k-1])
@@ -156,9 +163,14 @@ func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32)
 		}
 		r.scored = true
 		r.dist = sum / float64(k)
+		// All k found within kτ, and their mean below τ.
+		suspicious := best[k-1] < limit*limit && r.dist < cfg.Threshold
+		if !suspicious {
+			r.dist = max(r.dist, cfg.Threshold)
+		}
 		s.last = r.dist
 		s.scored++
-		s.win.add(r.dist < cfg.Threshold, cfg.Window)
+		s.win.add(suspicious, cfg.Window)
 	} else {
 		for i := 0; i < s.rows; i++ {
 			if sqDist(x, s.hist[i*dim:(i+1)*dim]) == 0 {

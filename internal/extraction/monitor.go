@@ -39,6 +39,7 @@ type Monitor struct {
 	oodKmin []int
 
 	// Worker-only state.
+	seq    uint64 // observations handled, numbering them
 	sw     swScratch
 	pool64 []float64
 	best   []float32
@@ -69,6 +70,7 @@ type subject struct {
 	// Worker only.
 	queries, repeats uint64
 	lastSeen         time.Time
+	seq              uint64 // Monitor.seq at the last observation, for eviction order
 	knn              knnState
 	prada            pradaState
 	ood              oodRateState
@@ -252,6 +254,7 @@ func (m *Monitor) reset(name string, group bool) {
 // one observation.
 func (m *Monitor) process(msg *message) {
 	now := m.now()
+	m.seq++
 	m.stats.observed.Add(1)
 	isOOD := false
 	if !m.cfg.OODRate.Disabled {
@@ -311,7 +314,7 @@ func (m *Monitor) evictOne() bool {
 	var victim *subject
 	scan := func(_, v any) bool {
 		s := v.(*subject)
-		if Action(s.action.Load()) == ActionNone && (victim == nil || s.lastSeen.Before(victim.lastSeen)) {
+		if Action(s.action.Load()) == ActionNone && (victim == nil || s.seq < victim.seq) {
 			victim = s
 		}
 		return true
@@ -330,6 +333,7 @@ func (m *Monitor) evictOne() bool {
 // result.
 func (m *Monitor) update(s *subject, msg *message, isOOD bool, now time.Time) {
 	s.lastSeen = now
+	s.seq = m.seq
 	s.queries++
 	cfg := &m.cfg
 	repeat := false

@@ -45,10 +45,13 @@ type PRADAStatus struct {
 
 // KNNStatus is the k-nearest-neighbour detector's state.
 type KNNStatus struct {
-	History    int     `json:"history"`
-	Suspicious int     `json:"suspicious"` // in the window
-	Scored     int     `json:"scored"`     // in the window
-	Last       float64 `json:"last"`       // last mean k-NN distance (-1 before the first)
+	History    int `json:"history"`
+	Suspicious int `json:"suspicious"` // in the window
+	Scored     int `json:"scored"`     // in the window
+	// Last is the last mean distance to the k nearest (-1 before the first);
+	// exact below the threshold, a lower bound (at least the threshold)
+	// above it: the search stops at k × threshold.
+	Last float64 `json:"last"`
 }
 
 // OODRateStatus is the out-of-distribution rate detector's state.
@@ -179,6 +182,9 @@ func (m *Monitor) Stats() Stats {
 // /24 of an IPv4 address or the /48 of an IPv6 one, so that principals
 // calling from one network are also watched together.
 func NetGroup(addr netip.Addr) string {
+	if !addr.IsValid() {
+		return "net:invalid"
+	}
 	addr = addr.Unmap()
 	bits := 48
 	if addr.Is4() {
