@@ -51,7 +51,7 @@ func (c *fakeClock) Set(t time.Time) {
 // env makes Limiters on one backend that share its state (one Redis, or
 // one bbolt file) and one fake clock.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	backend string
 	clock   *fakeClock
 	redis   *redistest.Server
@@ -118,7 +118,11 @@ func (e *env) config(cfg Config) Config {
 // closed when the test ends.
 func (e *env) limiter(cfg Config) *Limiter {
 	e.t.Helper()
-	l, err := New(e.config(cfg), Options{DB: e.db, Now: e.clock.Now})
+	opts := Options{DB: e.db}
+	if e.clock != nil {
+		opts.Now = e.clock.Now
+	}
+	l, err := New(e.config(cfg), opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -115,7 +115,11 @@ func New(cfg Config, opts Options) (*Limiter, error) {
 		}
 		l.store = s
 	case BackendRedis:
-		s, err := newRedisStore(cfg.Redis, opts.Now == nil, l.log)
+		var clock func() int64 // Redis's clock, shared by the replicas
+		if opts.Now != nil {
+			clock = nowNS
+		}
+		s, err := newRedisStore(cfg.Redis, clock, l.log)
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: %w", err)
 		}
@@ -192,7 +196,6 @@ func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string
 		}
 		release = l.conc.releaser(id)
 	}
-	now := l.now().UnixNano()
 	r := l.rules(model)
 	c := checks{principal: id}
 	if r.requests.limited() {
@@ -201,11 +204,11 @@ func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string
 	if p != nil && p.Scopes.MaxRate > 0 {
 		c.addBucket(scopeBucket(p.Scopes.MaxRate, r.requests))
 	}
-	l.addQuotas(&c, r, now)
+	l.addQuotas(&c, r)
 	if c.nb+c.nq == 0 {
 		return release, nil
 	}
-	v, err := l.store.take(ctx, c, now)
+	v, err := l.store.take(ctx, c)
 	if err != nil {
 		if err = l.storeFailed(ctx, err); err != nil {
 			release()
@@ -232,23 +235,18 @@ func scopeBucket(maxRate float64, configured rule) bucketCheck {
 	return bucketCheck{kind: kindScope, interval: r.interval, tolerance: r.tolerance(), cost: 1}
 }
 
-func (l *Limiter) addQuotas(c *checks, r *modelRules, now int64) {
-	if l.daily == 0 && l.monthly == 0 && r.daily == 0 && r.monthly == 0 {
-		return
-	}
-	day, dayEnd := periodIndex(periodDay, now)
-	month, monthEnd := periodIndex(periodMonth, now)
+func (l *Limiter) addQuotas(c *checks, r *modelRules) {
 	if l.daily > 0 {
-		c.addQuota(quotaCheck{period: periodDay, index: day, limit: l.daily, reset: dayEnd})
+		c.addQuota(quotaCheck{period: periodDay, limit: l.daily})
 	}
 	if l.monthly > 0 {
-		c.addQuota(quotaCheck{period: periodMonth, index: month, limit: l.monthly, reset: monthEnd})
+		c.addQuota(quotaCheck{period: periodMonth, limit: l.monthly})
 	}
 	if r.daily > 0 {
-		c.addQuota(quotaCheck{period: periodDay, model: r.name, index: day, limit: r.daily, reset: dayEnd})
+		c.addQuota(quotaCheck{period: periodDay, model: r.name, limit: r.daily})
 	}
 	if r.monthly > 0 {
-		c.addQuota(quotaCheck{period: periodMonth, model: r.name, index: month, limit: r.monthly, reset: monthEnd})
+		c.addQuota(quotaCheck{period: periodMonth, model: r.name, limit: r.monthly})
 	}
 }
 
@@ -269,7 +267,7 @@ func (l *Limiter) Charge(ctx context.Context, p *pipeline.Principal, model strin
 	}
 	c := checks{principal: principalID(p)}
 	c.addBucket(bucketCheck{kind: kindElements, group: r.elemGroup, interval: r.elements.interval, tolerance: r.elements.tolerance(), cost: elements})
-	v, err := l.store.take(ctx, c, l.now().UnixNano())
+	v, err := l.store.take(ctx, c)
 	if err != nil {
 		return l.storeFailed(ctx, err)
 	}

@@ -12,13 +12,6 @@ import (
 
 const memShards = 64 // a power of two
 
-// memKey names one GCRA key.
-type memKey struct {
-	principal string
-	group     string
-	kind      uint8
-}
-
 // quotaKey names one quota counter.
 type quotaKey struct {
 	principal string
@@ -26,21 +19,15 @@ type quotaKey struct {
 	period    uint8
 }
 
-// quotaCount is a counter of one period.
-type quotaCount struct {
-	index int32 // the period counted
-	n     int64
-	dirty bool // changed since it was last written to bbolt
-}
-
-// memStore keeps state in this process: GCRA keys and quota counters in
-// shards chosen by principal, so that every key of one decision is under
-// one lock. Quota counters are written to bbolt by a flusher.
+// memStore keeps state in this process, in shards chosen by principal:
+// one record per principal holds all its GCRA keys and quota counters, so
+// that a decision is one map lookup under one lock. Quota counters are
+// written to bbolt by a flusher.
 type memStore struct {
 	seed        maphash.Seed
 	shards      [memShards]memShard
-	maxPerShard int
-	db          *bolt.DB // nil: quotas are not persisted (no quotas configured)
+	maxPerShard int      // GCRA keys and counters per shard
+	db          *bolt.DB // nil: quotas are not persisted (none configured)
 	log         *slog.Logger
 	now         func() int64
 
@@ -52,17 +39,69 @@ type memStore struct {
 	done chan struct{} // closed when maintain returns
 }
 
+var _ store = (*memStore)(nil)
+
 type memShard struct {
-	mu     sync.Mutex
-	tats   map[memKey]int64        // theoretical arrival times (ns); guarded by mu
-	counts map[quotaKey]quotaCount // guarded by mu
-	dirty  []quotaKey              // counters with dirty set; guarded by mu
-	_      [16]byte                // keep shards' locks on separate cache lines
+	mu         sync.Mutex
+	principals map[string]*principalState // guarded by mu
+	keys       int                        // GCRA keys and counters in principals; guarded by mu
+	dirty      []*principalState          // principals with a dirty counter; guarded by mu
+	periods    periods                    // guarded by mu
+	_          [8]byte
 }
 
-// newMemStore returns a memory store holding at most maxKeys keys, loading
-// the current periods' quota counters from db (if not nil) and writing
-// them back every flushEvery.
+// principalState is everything kept about one principal; guarded by its
+// shard's mu. The slices are short: one entry per kind of bucket and per
+// model with an override.
+type principalState struct {
+	id      string
+	buckets []bucketState
+	quotas  []quotaState
+	dirty   bool // in its shard's dirty list
+}
+
+type bucketState struct {
+	kind  uint8
+	group string
+	tat   int64 // theoretical arrival time, ns
+}
+
+type quotaState struct {
+	period uint8
+	model  string
+	index  int32 // the period counted
+	n      int64
+	dirty  bool // changed since it was last written to bbolt
+}
+
+// periods caches the current day and month, so that decisions need no
+// calendar arithmetic.
+type periods struct {
+	dayStart, dayEnd     int64
+	monthStart, monthEnd int64
+	day, month           int32
+}
+
+// at returns the index and end of the period of kind p containing now.
+func (c *periods) at(p uint8, now int64) (int32, int64) {
+	if p == periodDay {
+		if now < c.dayStart || now >= c.dayEnd {
+			c.day, c.dayEnd = periodIndex(periodDay, now)
+			c.dayStart = c.dayEnd - nsPerDay
+		}
+		return c.day, c.dayEnd
+	}
+	if now < c.monthStart || now >= c.monthEnd {
+		c.month, c.monthEnd = periodIndex(periodMonth, now)
+		t := time.Unix(0, now).UTC()
+		c.monthStart = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	}
+	return c.month, c.monthEnd
+}
+
+// newMemStore returns a memory store holding at most maxKeys GCRA keys and
+// counters, loading the current periods' quota counters from db (if not
+// nil) and writing them back every flushEvery.
 func newMemStore(db *bolt.DB, maxKeys int, flushEvery time.Duration, now func() int64, log *slog.Logger) (*memStore, error) {
 	m := &memStore{
 		seed:        maphash.MakeSeed(),
@@ -74,8 +113,7 @@ func newMemStore(db *bolt.DB, maxKeys int, flushEvery time.Duration, now func() 
 		done:        make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].tats = make(map[memKey]int64)
-		m.shards[i].counts = make(map[quotaKey]quotaCount)
+		m.shards[i].principals = make(map[string]*principalState)
 	}
 	if db != nil {
 		if err := db.Update(func(tx *bolt.Tx) error {
@@ -89,7 +127,13 @@ func newMemStore(db *bolt.DB, maxKeys int, flushEvery time.Duration, now func() 
 		month, _ := periodIndex(periodMonth, t)
 		if err := loadQuotas(db, day, month, func(e quotaEntry) {
 			sh := m.shard(e.key.principal)
-			sh.counts[e.key] = quotaCount{index: e.index, n: e.n}
+			ps := sh.principals[e.key.principal]
+			if ps == nil {
+				ps = &principalState{id: e.key.principal}
+				sh.principals[ps.id] = ps
+			}
+			ps.quotas = append(ps.quotas, quotaState{period: e.key.period, model: e.key.model, index: e.index, n: e.n})
+			sh.keys++
 		}); err != nil {
 			return nil, err
 		}
@@ -102,11 +146,13 @@ func (m *memStore) shard(principal string) *memShard {
 	return &m.shards[maphash.String(m.seed, principal)&(memShards-1)]
 }
 
-func (m *memStore) take(_ context.Context, c checks, now int64) (verdict, error) {
+func (m *memStore) take(_ context.Context, c checks) (verdict, error) {
 	sh := m.shard(c.principal)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.takeLocked(&c, now, m.maxPerShard)
+	// Read the clock under the lock: a time read before it could be
+	// older than one a later decision on the same key already recorded.
+	return sh.takeLocked(&c, m.now(), m.maxPerShard)
 }
 
 func (v *verdict) refuse(i int, wait int64) {
@@ -117,14 +163,22 @@ func (v *verdict) refuse(i int, wait int64) {
 	v.wait = max(v.wait, wait)
 }
 
+// takeLocked decides c at now.
 func (sh *memShard) takeLocked(c *checks, now int64, maxKeys int) (verdict, error) {
-	v := verdict{ok: true}
+	ps := sh.principals[c.principal]
+	var bi [maxBuckets]int // index in ps.buckets; -1: none yet
+	var qi [maxQuotas]int
 	var tats [maxBuckets]int64
+	var counts [maxQuotas]quotaState
 	fresh := 0 // keys this decision would add
+	v := verdict{ok: true}
 	for i := 0; i < c.nb; i++ {
 		b := &c.buckets[i]
-		tat, found := sh.tats[memKey{c.principal, b.group, b.kind}]
-		if !found {
+		var tat int64
+		bi[i] = ps.bucket(b.kind, b.group)
+		if bi[i] >= 0 {
+			tat = ps.buckets[bi[i]].tat
+		} else {
 			fresh++
 		}
 		nt, wait, ok := conform(tat, now, b.interval, b.tolerance, b.cost)
@@ -133,66 +187,132 @@ func (sh *memShard) takeLocked(c *checks, now int64, maxKeys int) (verdict, erro
 		}
 		tats[i] = nt
 	}
-	var counts [maxQuotas]quotaCount
 	for j := 0; j < c.nq; j++ {
 		q := &c.quotas[j]
-		e, found := sh.counts[quotaKey{c.principal, q.model, q.period}]
-		if !found {
+		index, end := sh.periods.at(q.period, now)
+		e := quotaState{period: q.period, model: q.model, index: index}
+		qi[j] = ps.quota(q.period, q.model)
+		if qi[j] >= 0 {
+			cur := ps.quotas[qi[j]]
+			// A later period than now's means the clock went back:
+			// keep counting it.
+			if cur.index >= index {
+				e = cur
+			} else {
+				e.dirty = cur.dirty
+			}
+		} else {
 			fresh++
 		}
-		switch {
-		case e.index < q.index: // a new period (or a new key)
-			e = quotaCount{index: q.index}
-		case e.index > q.index: // the clock went back: keep counting the later period
-		}
 		if e.n >= q.limit {
-			v.refuse(c.nb+j, q.reset-now)
+			v.refuse(c.nb+j, end-now)
 		}
 		counts[j] = e
 	}
 	if !v.ok {
 		return v, nil
 	}
-	if fresh > 0 && len(sh.tats)+len(sh.counts)+fresh > maxKeys {
+	if fresh > 0 && sh.keys+fresh > maxKeys {
 		sh.sweepLocked(now)
-		if len(sh.tats)+len(sh.counts)+fresh > maxKeys {
+		if sh.keys+fresh > maxKeys {
 			return verdict{}, errStoreFull
 		}
+		ps = sh.principals[c.principal] // the sweep may have dropped it
+		for i := 0; i < c.nb; i++ {
+			bi[i] = ps.bucket(c.buckets[i].kind, c.buckets[i].group)
+		}
+		for j := 0; j < c.nq; j++ {
+			qi[j] = ps.quota(c.quotas[j].period, c.quotas[j].model)
+		}
+	}
+	if ps == nil {
+		ps = &principalState{id: c.principal}
+		sh.principals[c.principal] = ps
 	}
 	for i := 0; i < c.nb; i++ {
-		b := &c.buckets[i]
-		sh.tats[memKey{c.principal, b.group, b.kind}] = tats[i]
+		if bi[i] >= 0 {
+			ps.buckets[bi[i]].tat = tats[i]
+		} else {
+			ps.buckets = append(ps.buckets, bucketState{kind: c.buckets[i].kind, group: c.buckets[i].group, tat: tats[i]})
+			sh.keys++
+		}
 	}
 	for j := 0; j < c.nq; j++ {
-		q := &c.quotas[j]
 		e := counts[j]
 		e.n++
-		k := quotaKey{c.principal, q.model, q.period}
-		if !e.dirty {
-			e.dirty = true
-			sh.dirty = append(sh.dirty, k)
+		e.dirty = true
+		if qi[j] >= 0 {
+			ps.quotas[qi[j]] = e
+		} else {
+			ps.quotas = append(ps.quotas, e)
+			sh.keys++
 		}
-		sh.counts[k] = e
+		if !ps.dirty {
+			ps.dirty = true
+			sh.dirty = append(sh.dirty, ps)
+		}
 	}
 	return v, nil
 }
 
-// sweepLocked forgets keys that no longer change any decision: GCRA keys
-// whose theoretical arrival time has passed (a fresh key is the same), and
-// counters of ended periods.
-func (sh *memShard) sweepLocked(now int64) {
-	for k, tat := range sh.tats {
-		if tat <= now {
-			delete(sh.tats, k)
+// bucket returns the index of ps's bucket, or -1.
+func (ps *principalState) bucket(kind uint8, group string) int {
+	if ps == nil {
+		return -1
+	}
+	for i := range ps.buckets {
+		if ps.buckets[i].kind == kind && ps.buckets[i].group == group {
+			return i
 		}
 	}
+	return -1
+}
+
+// quota returns the index of ps's counter, or -1.
+func (ps *principalState) quota(period uint8, model string) int {
+	if ps == nil {
+		return -1
+	}
+	for i := range ps.quotas {
+		if ps.quotas[i].period == period && ps.quotas[i].model == model {
+			return i
+		}
+	}
+	return -1
+}
+
+// sweepLocked forgets what no longer changes any decision: GCRA keys
+// whose theoretical arrival time has passed (a fresh key is the same), and
+// counters of ended periods; then principals left with nothing.
+func (sh *memShard) sweepLocked(now int64) {
 	day, _ := periodIndex(periodDay, now)
 	month, _ := periodIndex(periodMonth, now)
-	for k, e := range sh.counts {
-		if (k.period == periodDay && e.index < day) || (k.period == periodMonth && e.index < month) {
-			delete(sh.counts, k)
+	for id, ps := range sh.principals {
+		n := len(ps.buckets) + len(ps.quotas)
+		ps.buckets = deleteFunc(ps.buckets, func(b bucketState) bool { return b.tat <= now })
+		ps.quotas = deleteFunc(ps.quotas, func(q quotaState) bool {
+			return (q.period == periodDay && q.index < day) || (q.period == periodMonth && q.index < month)
+		})
+		sh.keys -= n - len(ps.buckets) - len(ps.quotas)
+		if len(ps.buckets)+len(ps.quotas) == 0 && !ps.dirty {
+			delete(sh.principals, id)
 		}
 	}
+}
+
+// deleteFunc is slices.DeleteFunc that releases the slice when it empties.
+func deleteFunc[S ~[]E, E any](s S, del func(E) bool) S {
+	out := s[:0]
+	for _, e := range s {
+		if !del(e) {
+			out = append(out, e)
+		}
+	}
+	clear(s[len(out):])
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // sweepEvery is how often maintain sweeps every shard.
@@ -227,7 +347,8 @@ func (m *memStore) maintain(flushEvery time.Duration) {
 }
 
 // flush writes the quota counters changed since the last flush to bbolt in
-// one transaction. Counters that could not be written stay dirty.
+// one transaction (one fsync). Counters that could not be written stay
+// dirty, for the next flush.
 func (m *memStore) flush() error {
 	if m.db == nil {
 		return nil
@@ -238,12 +359,14 @@ func (m *memStore) flush() error {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for _, k := range sh.dirty {
-			if e, ok := sh.counts[k]; ok && e.dirty {
-				batch = append(batch, quotaEntry{key: k, index: e.index, n: e.n})
-				e.dirty = false
-				sh.counts[k] = e
+		for _, ps := range sh.dirty {
+			for j := range ps.quotas {
+				if q := &ps.quotas[j]; q.dirty {
+					batch = append(batch, quotaEntry{key: quotaKey{ps.id, q.model, q.period}, index: q.index, n: q.n})
+					q.dirty = false
+				}
 			}
+			ps.dirty = false
 		}
 		clear(sh.dirty)
 		sh.dirty = sh.dirty[:0]
@@ -259,10 +382,14 @@ func (m *memStore) flush() error {
 		for _, e := range batch {
 			sh := m.shard(e.key.principal)
 			sh.mu.Lock()
-			if cur, ok := sh.counts[e.key]; ok && cur.index == e.index && !cur.dirty {
-				cur.dirty = true
-				sh.counts[e.key] = cur
-				sh.dirty = append(sh.dirty, e.key)
+			if ps := sh.principals[e.key.principal]; ps != nil {
+				if j := ps.quota(e.key.period, e.key.model); j >= 0 && ps.quotas[j].index == e.index {
+					ps.quotas[j].dirty = true
+					if !ps.dirty {
+						ps.dirty = true
+						sh.dirty = append(sh.dirty, ps)
+					}
+				}
 			}
 			sh.mu.Unlock()
 		}

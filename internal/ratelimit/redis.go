@@ -42,14 +42,17 @@ const quotaKeySlack = int64(24 * time.Hour)
 type redisStore struct {
 	client     *redis.Client
 	prefix     string
-	serverTime bool          // pass now = 0: the script reads Redis's clock
+	now        func() int64  // the clock (ns); nil: Redis's clock
 	retry      time.Duration // how long to skip Redis after it failed
 	downUntil  atomic.Int64  // unix ns; decisions before it fail at once
 }
 
 var errRedisDown = errors.New("redis failed recently; not retried yet")
 
-func newRedisStore(cfg Redis, serverTime bool, log *slog.Logger) (*redisStore, error) {
+// newRedisStore returns the store cfg describes. now is the clock (ns
+// since the epoch), or nil to use Redis's (TIME), which every replica
+// shares.
+func newRedisStore(cfg Redis, now func() int64, log *slog.Logger) (*redisStore, error) {
 	var password string
 	if cfg.PasswordEnv != "" {
 		var ok bool
@@ -64,6 +67,7 @@ func newRedisStore(cfg Redis, serverTime bool, log *slog.Logger) (*redisStore, e
 		Protocol:              2, // no HELLO round trip; RESP2 carries everything the script returns
 		PoolSize:              cfg.PoolSize,
 		DialTimeout:           cfg.DialTimeout,
+		DialerRetries:         1, // one attempt: the breaker retries after retry_interval
 		ReadTimeout:           cfg.ReadTimeout,
 		WriteTimeout:          cfg.WriteTimeout,
 		PoolTimeout:           cfg.DialTimeout + cfg.ReadTimeout,
@@ -74,7 +78,7 @@ func newRedisStore(cfg Redis, serverTime bool, log *slog.Logger) (*redisStore, e
 			Mode: maintnotifications.ModeDisabled,
 		},
 	})
-	s := &redisStore{client: client, prefix: cfg.KeyPrefix, serverTime: serverTime, retry: cfg.RetryInterval}
+	s := &redisStore{client: client, prefix: cfg.KeyPrefix, now: now, retry: cfg.RetryInterval}
 	// Load the script now, so that the first decisions need not fall back
 	// to EVAL. Redis may come up after this replica: that is not fatal.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout+cfg.ReadTimeout)
@@ -89,11 +93,11 @@ var _ store = (*redisStore)(nil)
 
 func (s *redisStore) close() error { return s.client.Close() }
 
-func (s *redisStore) take(ctx context.Context, c checks, now int64) (verdict, error) {
+func (s *redisStore) take(ctx context.Context, c checks) (verdict, error) {
 	if until := s.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		return verdict{}, errRedisDown
 	}
-	keys, args := s.request(&c, now)
+	keys, args := s.request(&c)
 	res, err := gcraScript.EvalSha(ctx, s.client, keys, args...).Int64Slice()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted or its script cache was flushed: EVAL loads
@@ -120,12 +124,14 @@ func (s *redisStore) take(ctx context.Context, c checks, now int64) (verdict, er
 }
 
 // request returns the script's keys and arguments for c.
-func (s *redisStore) request(c *checks, now int64) ([]string, []any) {
+func (s *redisStore) request(c *checks) ([]string, []any) {
 	keys := make([]string, 0, c.nb+c.nq)
 	args := make([]any, 0, 2+3*(c.nb+c.nq))
-	nowArg := now / 1000
-	if s.serverTime {
-		nowArg = 0
+	var nowArg int64 // 0: the script reads Redis's clock
+	now := time.Now().UnixNano()
+	if s.now != nil {
+		now = s.now()
+		nowArg = now / 1000
 	}
 	args = append(args, nowArg, c.nb)
 	base := s.prefix + "{" + c.principal + "}:"
@@ -152,12 +158,15 @@ func (s *redisStore) request(c *checks, now int64) ([]string, []any) {
 		if q.period == periodDay {
 			k = base + "qd:"
 		}
-		k += periodLabel(q.period, q.index)
+		// The period is this replica's; the key outlives the period's end
+		// by quotaKeySlack for replicas whose clocks are behind.
+		index, end := periodIndex(q.period, now)
+		k += periodLabel(q.period, index)
 		if q.model != "" {
 			k += ":" + q.model
 		}
 		keys = append(keys, k)
-		args = append(args, q.limit, (q.reset+quotaKeySlack)/int64(time.Second), q.reset/1000)
+		args = append(args, q.limit, (end+quotaKeySlack)/int64(time.Second), end/1000)
 	}
 	return keys, args
 }

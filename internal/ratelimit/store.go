@@ -42,13 +42,12 @@ type bucketCheck struct {
 	cost      int64
 }
 
-// quotaCheck counts one request against one budget.
+// quotaCheck counts one request against one budget, in the period (day
+// or month) the store's clock is in.
 type quotaCheck struct {
 	period uint8
 	model  string // "" for the principal's budget over all models
-	index  int32  // which day or month (periodIndex)
 	limit  int64
-	reset  int64 // when the period ends, ns since the epoch
 }
 
 func (c *checks) addBucket(b bucketCheck) {
@@ -70,12 +69,14 @@ type verdict struct {
 	wait   int64 // ns
 }
 
-// store keeps limiter state. take applies every check atomically at now
-// (ns since the epoch): either all pass and are recorded, or none is
-// recorded. An error means the store could not decide; the caller applies
+// store keeps limiter state. take applies every check atomically, at a
+// time the store reads from its clock once it holds whatever serializes
+// decisions (so that decisions on one key are judged in the order they
+// are made): either all pass and are recorded, or none is recorded. An
+// error means the store could not decide; the caller applies
 // on_store_error.
 type store interface {
-	take(ctx context.Context, c checks, now int64) (verdict, error)
+	take(ctx context.Context, c checks) (verdict, error)
 	close() error
 }
 

@@ -1,0 +1,273 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+)
+
+func newShedder(t *testing.T, cfg Shed) *Shedder {
+	t.Helper()
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = time.Second
+	}
+	s, err := NewShedder(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const msgShed = "server overloaded, retry later"
+
+// acquireAsync calls Acquire in a goroutine; the result arrives on the
+// channel.
+func acquireAsync(ctx context.Context, s *Shedder) chan acquired {
+	ch := make(chan acquired, 1)
+	go func() {
+		r, err := s.Acquire(ctx)
+		ch <- acquired{r, err}
+	}()
+	return ch
+}
+
+type acquired struct {
+	release func()
+	err     error
+}
+
+// waitQueued waits until n requests wait in s.
+func waitQueued(t *testing.T, s *Shedder, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Queued != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d queued, want %d", s.Stats().Queued, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestShedderRefusesOverInFlight(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 2})
+	ctx := context.Background()
+	r1, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Acquire(ctx)
+	wantRefused(t, err, apierr.Unavailable, msgShed, time.Second)
+	r1()
+	r1() // a second release gives nothing back
+	r3, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Acquire(ctx)
+	wantRefused(t, err, apierr.Unavailable, msgShed, time.Second)
+	r2()
+	r3()
+	if got := s.Stats(); got != (ShedStats{Shed: 2}) {
+		t.Errorf("stats %+v, want nothing in flight, 2 shed", got)
+	}
+}
+
+func TestShedderQueue(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second})
+	ctx := context.Background()
+	hold, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	c := acquireAsync(ctx, s)
+	waitQueued(t, s, 2)
+	// A third waiter displaces the oldest, which is refused at once.
+	d := acquireAsync(ctx, s)
+	got := <-b
+	wantRefused(t, got.err, apierr.Unavailable, msgShed, time.Second)
+	waitQueued(t, s, 2)
+	// The queue is young: first in, first out.
+	hold()
+	got = <-c
+	if got.err != nil {
+		t.Fatalf("c: %v", got.err)
+	}
+	got.release()
+	got = <-d
+	if got.err != nil {
+		t.Fatalf("d: %v", got.err)
+	}
+	got.release()
+	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v, want nothing in flight or queued", st)
+	}
+}
+
+func TestShedderQueueTimeout(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 20 * time.Millisecond})
+	hold, err := s.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold()
+	start := time.Now()
+	_, err = s.Acquire(context.Background())
+	wantRefused(t, err, apierr.Unavailable, msgShed, time.Second)
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Errorf("refused after %s, before the queue timeout", d)
+	}
+	if st := s.Stats(); st.Queued != 0 {
+		t.Errorf("%d still queued", st.Queued)
+	}
+}
+
+func TestShedderContextEnds(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 10 * time.Second})
+	hold, err := s.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	cancel()
+	got := <-ch
+	wantRefused(t, got.err, apierr.Canceled, "request canceled", 0)
+	hold()
+	if st := s.Stats(); st != (ShedStats{}) {
+		t.Errorf("stats %+v, want zero", st)
+	}
+}
+
+func TestShedderAdaptiveLIFO(t *testing.T) {
+	// Once the oldest waiter has waited half the queue timeout, the
+	// newest is admitted first.
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	hold, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	clock.Advance(6 * time.Second)
+	young := acquireAsync(ctx, s)
+	waitQueued(t, s, 2)
+	hold()
+	got := <-young
+	if got.err != nil {
+		t.Fatalf("newest waiter: %v", got.err)
+	}
+	got.release() // hands the slot to the old one: the queue is young again
+	got = <-old
+	if got.err != nil {
+		t.Fatalf("oldest waiter: %v", got.err)
+	}
+	got.release()
+}
+
+func TestShedderUnderLoad(t *testing.T) {
+	const maxInFlight = 4
+	s := newShedder(t, Shed{MaxInFlight: maxInFlight, MaxQueue: 4, QueueTimeout: 5 * time.Millisecond})
+	var running, peak, admitted, shed atomic.Int64
+	var slowest atomic.Int64 // longest time to a refusal, ns
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				start := time.Now()
+				release, err := s.Acquire(context.Background())
+				if err != nil {
+					var e *apierr.Error
+					if !errors.As(err, &e) || e.Kind != apierr.Unavailable || e.RetryAfter != time.Second {
+						t.Errorf("refusal %v, want Unavailable with RetryAfter", err)
+						return
+					}
+					shed.Add(1)
+					if d := int64(time.Since(start)); d > slowest.Load() {
+						slowest.Store(d) // racy max; good enough for a log line
+					}
+					continue
+				}
+				n := running.Add(1)
+				if n > peak.Load() {
+					peak.Store(n)
+				}
+				if n > maxInFlight {
+					t.Errorf("%d running, limit %d", n, maxInFlight)
+				}
+				time.Sleep(100 * time.Microsecond)
+				running.Add(-1)
+				admitted.Add(1)
+				release()
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.InFlight != 0 || st.Queued != 0 || st.Shed != shed.Load() {
+		t.Errorf("stats %+v after the load, %d shed", st, shed.Load())
+	}
+	if admitted.Load() == 0 || shed.Load() == 0 {
+		t.Errorf("admitted %d, shed %d: want both", admitted.Load(), shed.Load())
+	}
+	t.Logf("admitted %d, shed %d, peak %d running, slowest refusal %s",
+		admitted.Load(), shed.Load(), peak.Load(), time.Duration(slowest.Load()))
+}
+
+func TestShedderZeroAndDisabled(t *testing.T) {
+	var zero Shedder
+	_, err := zero.Acquire(context.Background())
+	wantRefused(t, err, apierr.Unavailable, "server not ready", 0)
+	var nilShedder *Shedder
+	_, err = nilShedder.Acquire(context.Background())
+	wantRefused(t, err, apierr.Unavailable, "server not ready", 0)
+	off := newShedder(t, Shed{Disabled: true})
+	for range 1000 {
+		if _, err := off.Acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestShedderStage(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1})
+	inside := make(chan struct{})
+	proceed := make(chan struct{})
+	h := pipeline.Chain(pipeline.HandlerFunc(func(context.Context, *pipeline.Request) (*pipeline.Response, error) {
+		inside <- struct{}{}
+		<-proceed
+		return &pipeline.Response{}, nil
+	}), s.Stage())
+	done := make(chan error)
+	go func() {
+		_, err := h.Infer(context.Background(), &pipeline.Request{})
+		done <- err
+	}()
+	<-inside
+	_, err := h.Infer(context.Background(), &pipeline.Request{})
+	wantRefused(t, err, apierr.Unavailable, msgShed, time.Second)
+	close(proceed)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.InFlight != 0 {
+		t.Errorf("%d in flight after the stage returned", st.InFlight)
+	}
+}
