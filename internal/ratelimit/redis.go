@@ -40,11 +40,11 @@ var gcraScript = redis.NewScript(gcraLua)
 const quotaKeySlack = int64(24 * time.Hour)
 
 type redisStore struct {
-	client     *redis.Client
-	prefix     string
-	now        func() int64  // the clock (ns); nil: Redis's clock
-	retry      time.Duration // how long to skip Redis after it failed
-	downUntil  atomic.Int64  // unix ns; decisions before it fail at once
+	client    *redis.Client
+	prefix    string
+	now       func() int64  // the clock (ns); nil: Redis's clock
+	retry     time.Duration // how long to skip Redis after it failed
+	downUntil atomic.Int64  // unix ns; decisions before it fail at once
 }
 
 var errRedisDown = errors.New("redis failed recently; not retried yet")
