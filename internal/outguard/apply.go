@@ -1,0 +1,528 @@
+package outguard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/tensor"
+)
+
+// ErrNothingToServe reports a response that the policy leaves empty: the
+// caller asked only for outputs the policy does not serve.
+var ErrNothingToServe = errors.New("the policy serves none of the requested outputs")
+
+// Apply shapes a response's outputs by p and returns the outputs to serve,
+// in order: under top_k the scores output is replaced by TopKValues
+// ([batch, k], the scores' datatype) and TopKIndices (INT64 [batch, k]);
+// under label it is dropped, and replaced by a label (INT64 [batch], named
+// LabelOutput or DefaultLabel) if the response has none. specs, when not
+// nil, are the model's declared outputs; they decide which outputs are the
+// label and the scores when the policy does not name them. The tensors'
+// data are not modified in place: shaped outputs get new buffers.
+func Apply(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec) ([]pipeline.OutputTensor, error) {
+	if p.passThrough() {
+		return outs, nil
+	}
+	w, err := prepare(p, outs, specs, needsLayout(p))
+	if err != nil {
+		return nil, err
+	}
+	return w.finish(p)
+}
+
+// work is a response being shaped.
+type work struct {
+	outs []pipeline.OutputTensor
+	l    layout
+	// scores holds the scores output decoded, row-major [batch][classes];
+	// nil without one. Marking and the reverse sigmoid change it; finish
+	// encodes it.
+	scores []float64
+	// labels holds the label output decoded; nil without one.
+	labels []int64
+}
+
+// needsLayout reports whether shaping under p must know which outputs are
+// the label and the scores. Full detail with rounding alone does not: it
+// rounds every floating-point output.
+func needsLayout(p Policy) bool {
+	return p.detail() != pipeline.OutputFull || p.ReverseSigmoid.On()
+}
+
+// prepare decodes the label and scores of outs; without findLayout it
+// leaves them unknown (full detail, rounding only).
+func prepare(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec, findLayout bool) (*work, error) {
+	w := &work{outs: outs, l: layout{label: -1, scores: -1}}
+	if !findLayout {
+		return w, nil
+	}
+	ts := make([]tensor.Tensor, len(outs))
+	for i := range outs {
+		ts[i] = outs[i].Tensor
+	}
+	l, err := locate(p, ts, specs)
+	if err != nil {
+		return nil, err
+	}
+	w.l = l
+	if l.scores >= 0 {
+		w.scores = readFloats(&outs[l.scores].Tensor)
+	}
+	if l.label >= 0 {
+		w.labels = readInts(&outs[l.label].Tensor)
+	}
+	return w, nil
+}
+
+// rowLabels returns each row's answered label: the label output's, else
+// the scores' argmax; nil when the response has neither.
+func (w *work) rowLabels() []int64 {
+	if w.labels != nil {
+		return slices.Clone(w.labels)
+	}
+	if w.scores == nil {
+		return nil
+	}
+	out := make([]int64, w.l.batch)
+	for r := range out {
+		out[r] = int64(argmax(w.row(r)))
+	}
+	return out
+}
+
+func (w *work) row(r int) []float64 {
+	c := w.l.classes
+	return w.scores[r*c : (r+1)*c]
+}
+
+// relabel makes row r answer label c: the label output says c and, in the
+// scores, c and the top class trade places, so the two never contradict.
+func (w *work) relabel(r int, c int64) {
+	if w.labels != nil {
+		w.labels[r] = c
+	}
+	if w.scores != nil && c >= 0 && c < int64(w.l.classes) {
+		row := w.row(r)
+		if top := argmax(row); top >= 0 && top != int(c) {
+			row[top], row[c] = row[c], row[top]
+		}
+	}
+}
+
+// finish applies p to the decoded outputs and encodes the response.
+func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
+	l, detail := w.l, p.detail()
+	rows, classes := l.batch, l.classes
+	// Every step below keeps each row's top class: it is decided here,
+	// after marking and before anything perturbs or rounds the scores.
+	tops := rowTops(w.scores, rows, classes)
+	if w.scores != nil && p.ReverseSigmoid.On() && classes >= 2 {
+		if !isDistribution(w.scores, classes) {
+			softmaxRows(w.scores, classes)
+		}
+		for r := range rows {
+			reverseSigmoid(w.row(r), tops[r], p.ReverseSigmoid.Beta, p.ReverseSigmoid.Gamma)
+		}
+	}
+	out := make([]pipeline.OutputTensor, 0, len(w.outs)+1)
+	for i, o := range w.outs {
+		switch {
+		case i == l.label:
+			o.Tensor = withInts(o.Tensor, w.labels)
+			out = append(out, o)
+		case i == l.scores:
+			switch detail {
+			case pipeline.OutputFull:
+				roundRows(w.scores, classes, p.Round)
+				o.Tensor = withRows(o.Tensor, w.scores, classes, tops)
+				out = append(out, o)
+			case pipeline.OutputTopK:
+				k := min(p.k(), classes)
+				vals, idx := topK(w.scores, classes, k)
+				roundRows(vals, k, p.Round)
+				first := make([]int, len(tops)) // each row's top class leads its top k
+				for r, top := range tops {
+					if top < 0 {
+						first[r] = -1
+					}
+				}
+				v := tensor.Tensor{Name: TopKValues, DType: o.DType, Shape: []int64{int64(rows), int64(k)}}
+				out = append(out,
+					pipeline.OutputTensor{Tensor: withRows(v, vals, k, first), Binary: o.Binary},
+					pipeline.OutputTensor{Tensor: int64Tensor(TopKIndices, []int64{int64(rows), int64(k)}, idx), Binary: o.Binary})
+			default:
+				if l.label < 0 {
+					name := p.LabelOutput
+					if name == "" {
+						name = DefaultLabel
+					}
+					labels := make([]int64, rows)
+					for r := range labels {
+						labels[r] = int64(max(tops[r], 0))
+					}
+					out = append(out, pipeline.OutputTensor{Tensor: int64Tensor(name, []int64{int64(rows)}, labels), Binary: o.Binary})
+				}
+			}
+		case detail == pipeline.OutputFull:
+			if isScoresType(o.DType) && p.Round >= 0 {
+				var err error
+				if o.Tensor, err = roundTensor(o.Tensor, p.Round); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, o)
+		}
+		// Anything else is dropped: under top_k and label only the label
+		// and the scores are served.
+	}
+	if len(out) == 0 && len(w.outs) > 0 {
+		return nil, ErrNothingToServe
+	}
+	return out, nil
+}
+
+// rowTops returns the argmax of each row of v (rows of cols); -1 for a row
+// without one (all NaN, or no columns).
+func rowTops(v []float64, rows, cols int) []int {
+	tops := make([]int, rows)
+	for r := range tops {
+		tops[r] = -1
+		if cols > 0 && (r+1)*cols <= len(v) {
+			tops[r] = argmax(v[r*cols : (r+1)*cols])
+		}
+	}
+	return tops
+}
+
+// roundTensor returns t with every element rounded to n decimals; rows of
+// a rank-2 tensor keep their top element strictly highest.
+func roundTensor(t tensor.Tensor, n int) (tensor.Tensor, error) {
+	if e, err := tensor.NumElements(t.Shape); err != nil || int64(len(t.Data)) != e*int64(t.DType.Size()) {
+		return t, fmt.Errorf("output %q: %d bytes for shape %v", t.Name, len(t.Data), t.Shape)
+	}
+	v := readFloats(&t)
+	cols := len(v)
+	if len(t.Shape) == 2 {
+		cols = int(t.Shape[1])
+	}
+	if cols <= 0 {
+		return t, nil
+	}
+	tops := rowTops(v, len(v)/cols, cols)
+	roundRows(v, cols, n)
+	return withRows(t, v, cols, tops), nil
+}
+
+// withRows encodes v (rows of cols) into t's datatype, first making each
+// row's top element (tops[r]; -1 for none) strictly greater than the
+// others as the datatype represents them: two scores that differ in
+// float64 may be one float32.
+func withRows(t tensor.Tensor, v []float64, cols int, tops []int) tensor.Tensor {
+	conv := func(x float64) float64 { return x }
+	next := func(x float64) float64 { return math.Nextafter(x, math.Inf(1)) }
+	if t.DType == tensor.FP32 {
+		conv = func(x float64) float64 { return float64(float32(x)) }
+		next = func(x float64) float64 { return float64(math.Nextafter32(float32(x), float32(math.Inf(1)))) }
+	}
+	for r, top := range tops {
+		if top < 0 || (r+1)*cols > len(v) {
+			continue
+		}
+		row := v[r*cols : (r+1)*cols]
+		lead, above := conv(row[top]), math.Inf(-1)
+		for j, x := range row {
+			if c := conv(x); j != top && c >= lead && c > above {
+				above = c
+			}
+		}
+		if !math.IsInf(above, -1) && !math.IsInf(above, 1) {
+			row[top] = next(above)
+		}
+	}
+	return withFloats(t, v)
+}
+
+// roundRows rounds v (rows of cols) to n decimals (nothing when n < 0).
+// If rounding ties a row's top element with another, the top one is
+// raised by one step, so the predicted class stays the first maximum.
+func roundRows(v []float64, cols, n int) {
+	if n < 0 || cols <= 0 {
+		return
+	}
+	scale := math.Pow10(n)
+	for r := 0; r+cols <= len(v); r += cols {
+		row := v[r : r+cols]
+		top := argmax(row)
+		for i, x := range row {
+			row[i] = roundTo(x, scale)
+		}
+		if top < 0 {
+			continue
+		}
+		for j, x := range row {
+			if j != top && x == row[top] {
+				if q := row[top] * scale; math.Abs(q) < 1<<52 {
+					row[top] = (math.Round(q) + 1) / scale
+				}
+				break
+			}
+		}
+	}
+}
+
+// roundTo rounds x to the nearest multiple of 1/scale (half away from
+// zero). Values too large to have a fractional part at that scale, and
+// non-finite ones, are returned as they are.
+func roundTo(x, scale float64) float64 {
+	q := x * scale
+	if math.IsNaN(q) || math.Abs(q) >= 1<<52 {
+		return x
+	}
+	return math.Round(q) / scale
+}
+
+// argmax returns the index of the first largest element, NaNs ignored;
+// -1 when there is none.
+func argmax(row []float64) int {
+	best := -1
+	for i, x := range row {
+		if math.IsNaN(x) {
+			continue
+		}
+		if best < 0 || x > row[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// topK returns the k highest of each row of v (rows of cols) in descending
+// order, ties to the lower index, NaNs last, and their indices.
+func topK(v []float64, cols, k int) ([]float64, []int64) {
+	rows := 0
+	if cols > 0 {
+		rows = len(v) / cols
+	}
+	vals := make([]float64, 0, rows*k)
+	idx := make([]int64, 0, rows*k)
+	order := make([]int, cols)
+	for r := range rows {
+		row := v[r*cols : (r+1)*cols]
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			x, y := row[a], row[b]
+			switch {
+			case math.IsNaN(x) && math.IsNaN(y):
+				return 0
+			case math.IsNaN(x):
+				return 1
+			case math.IsNaN(y):
+				return -1
+			case x > y:
+				return -1
+			case x < y:
+				return 1
+			}
+			return 0
+		})
+		for _, i := range order[:k] {
+			vals = append(vals, row[i])
+			idx = append(idx, int64(i))
+		}
+	}
+	return vals, idx
+}
+
+// isDistribution reports whether every row of v (rows of cols) is a
+// probability distribution: values in [0, 1] summing to 1 within FP32
+// rounding.
+func isDistribution(v []float64, cols int) bool {
+	for r := 0; r+cols <= len(v); r += cols {
+		sum := 0.0
+		for _, x := range v[r : r+cols] {
+			if !(x >= 0 && x <= 1) {
+				return false
+			}
+			sum += x
+		}
+		if math.Abs(sum-1) > 1e-3 {
+			return false
+		}
+	}
+	return true
+}
+
+// softmaxRows turns each row of logits into probabilities in place.
+func softmaxRows(v []float64, cols int) {
+	for r := 0; r+cols <= len(v); r += cols {
+		row := v[r : r+cols]
+		top := argmax(row)
+		if top < 0 || math.IsInf(row[top], 0) {
+			continue // no finite maximum: left as it is
+		}
+		m, sum := row[top], 0.0
+		for i, x := range row {
+			e := math.Exp(x - m)
+			if math.IsNaN(e) {
+				e = 0
+			}
+			row[i] = e
+			sum += e
+		}
+		for i := range row {
+			row[i] /= sum
+		}
+	}
+}
+
+// reverseSigmoid perturbs one probability row in place (Lee et al. 2019):
+// y' = α(y − β(s(γ·logit(y)) − ½)), α renormalising to 1, then keeps the
+// row's top class top (decided before the row became probabilities, which
+// may tie near-equal logits): if the maximum is elsewhere the two trade
+// places, and a tie is broken in the top class's favour. Rows with
+// non-finite values are left as they are.
+func reverseSigmoid(row []float64, top int, beta, gamma float64) {
+	if top < 0 || top >= len(row) {
+		return
+	}
+	for _, x := range row {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return
+		}
+	}
+	orig := slices.Clone(row)
+	sum := 0.0
+	for i, y := range row {
+		var s float64
+		switch {
+		case y <= 0:
+			s = 0
+		case y >= 1:
+			s = 1
+		default:
+			s = 1 / (1 + math.Exp(-gamma*math.Log(y/(1-y))))
+		}
+		p := y - beta*(s-0.5)
+		if !(p > 0) {
+			p = 0
+		}
+		row[i] = p
+		sum += p
+	}
+	if !(sum > 0) || math.IsInf(sum, 0) {
+		copy(row, orig)
+		return
+	}
+	for i := range row {
+		row[i] /= sum
+	}
+	if m := argmax(row); m != top && row[m] > row[top] {
+		row[m], row[top] = row[top], row[m]
+	}
+	for j := range row {
+		if j != top && row[j] == row[top] {
+			row[top] = math.Nextafter(row[top], math.Inf(1))
+			break
+		}
+	}
+}
+
+// readFloats decodes an FP32 or FP64 tensor; nil for other datatypes or
+// data that does not fill whole elements.
+func readFloats(t *tensor.Tensor) []float64 {
+	switch t.DType {
+	case tensor.FP32:
+		if len(t.Data)%4 != 0 {
+			return nil
+		}
+		v := make([]float64, len(t.Data)/4)
+		for i := range v {
+			v[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:])))
+		}
+		return v
+	case tensor.FP64:
+		if len(t.Data)%8 != 0 {
+			return nil
+		}
+		v := make([]float64, len(t.Data)/8)
+		for i := range v {
+			v[i] = math.Float64frombits(binary.LittleEndian.Uint64(t.Data[8*i:]))
+		}
+		return v
+	}
+	return nil
+}
+
+// withFloats returns t with data v in t's datatype (FP32 or FP64), in a
+// new buffer.
+func withFloats(t tensor.Tensor, v []float64) tensor.Tensor {
+	size := t.DType.Size()
+	b := make([]byte, 0, len(v)*size)
+	for _, x := range v {
+		if t.DType == tensor.FP32 {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(x)))
+		} else {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
+		}
+	}
+	t.Data = b
+	return t
+}
+
+// readInts decodes an INT64 or INT32 tensor.
+func readInts(t *tensor.Tensor) []int64 {
+	size := t.DType.Size()
+	if size == 0 || len(t.Data)%size != 0 {
+		return nil
+	}
+	v := make([]int64, len(t.Data)/size)
+	for i := range v {
+		v[i] = tensor.ReadInt(t.Data[size*i:], size)
+	}
+	return v
+}
+
+// withInts returns t with data v in t's integer datatype, in a new buffer.
+func withInts(t tensor.Tensor, v []int64) tensor.Tensor {
+	size := t.DType.Size()
+	b := make([]byte, 0, len(v)*size)
+	for _, x := range v {
+		b = tensor.AppendLE(b, uint64(x), size)
+	}
+	t.Data = b
+	return t
+}
+
+func int64Tensor(name string, shape []int64, v []int64) tensor.Tensor {
+	return withInts(tensor.Tensor{Name: name, DType: tensor.Int64, Shape: shape}, v)
+}
+
+// Labels returns each row's predicted class from a model's outputs: the
+// label output's values, else the argmax of the scores (first maximum).
+// labelOutput and scoresOutput name those outputs, or are empty to find
+// them by datatype and shape; specs are the model's declared outputs, or
+// nil.
+func Labels(outs []tensor.Tensor, specs []tensor.Spec, labelOutput, scoresOutput string) ([]int64, error) {
+	l, err := locate(Policy{LabelOutput: labelOutput, ScoresOutput: scoresOutput}, outs, specs)
+	if err != nil {
+		return nil, err
+	}
+	w := &work{l: l}
+	if l.label >= 0 {
+		w.labels = readInts(&outs[l.label])
+	}
+	if l.scores >= 0 {
+		w.scores = readFloats(&outs[l.scores])
+	}
+	labels := w.rowLabels()
+	if labels == nil {
+		return nil, fmt.Errorf("%w: no label or scores output", ErrLayout)
+	}
+	return labels, nil
+}
