@@ -2,91 +2,141 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 )
 
 // The benchmark learns of extraction alarms the way an operator does,
-// from the server, never from inside it. The interface it expects (see
-// docs/extraction.md, "What the benchmark expects from the server"):
+// from the server, never from inside it. The interface it expects (also
+// in README.md) is internal/extraction's Alert and Status, as they
+// marshal, per model:
 //
 //	GET /admin/v1/extraction/status   (operator credential: admin or audit:read)
 //
-//	200 {"alarms": [Alarm...], "principals": [PrincipalRisk...]}
+//	200 {"models": [{"model": "digits_mlp",
+//	                 "alerts":   [extraction.Alert...],    every alert since start, oldest first
+//	                 "subjects": [extraction.Status...]}]} every principal and group tracked now
 //	404 when the server has no extraction monitoring
 //
-// alarms lists every alarm raised since the server started, oldest first;
-// principals gives each principal's current standing per model. An alarm
-// raised on traffic aggregated over principals (a split attack) has scope
-// "aggregate" and names the principals it implicates.
+// An alert on a group (group: true; e.g. the network group of a client
+// address, or a tenant) implicates the principals whose status lists that
+// group. The alert's status.queries (the subject's query count when it
+// was raised, the raising query included) places it among the harness's
+// queries.
 //
-// Failing that endpoint, the harness reads the audit log: a line with
-// "type":"alarm" carrying the Alarm fields, or a request record whose rule
-// starts with "extraction" (a request a detector refused or changed).
-
-// Alarm is one extraction alarm.
-type Alarm struct {
-	Time     time.Time `json:"time"`
-	Model    string    `json:"model"`
-	Detector string    `json:"detector"` // e.g. "prada", "coverage", "aggregate"
-	// Scope is "principal" (one caller's traffic) or "aggregate" (the
-	// model's traffic over several callers).
-	Scope      string   `json:"scope"`
-	Principal  string   `json:"principal,omitempty"`  // scope principal: who, as in the audit log (key:<id>)
-	Principals []string `json:"principals,omitempty"` // scope aggregate: whom it implicates
-	// Queries is how many queries (input rows) the principal (scope
-	// principal) or the model (scope aggregate) had received when the
-	// alarm was raised, the query that raised it included.
-	Queries int64 `json:"queries"`
-	// Action is what followed: "alarm" (nothing else), "throttle",
-	// "degrade" (outputs coarsened) or "block".
-	Action string  `json:"action"`
-	Score  float64 `json:"score,omitempty"`
-}
-
-// PrincipalRisk is a principal's standing on a model.
-type PrincipalRisk struct {
-	Principal string  `json:"principal"`
-	Model     string  `json:"model"`
-	Queries   int64   `json:"queries"`
-	Risk      float64 `json:"risk"` // 0 (benign-looking) .. 1 (extraction)
-	Flagged   bool    `json:"flagged"`
-}
+// Failing that endpoint the harness reads the audit log: a line with
+// "type":"alert" carrying the Alert fields (and "model"), or a request
+// record whose rule starts with "extraction" (a request the monitor
+// refused).
 
 // ExtractionStatus is the body of GET /admin/v1/extraction/status.
 type ExtractionStatus struct {
-	Alarms     []Alarm         `json:"alarms"`
-	Principals []PrincipalRisk `json:"principals"`
+	Models []ModelExtraction `json:"models"`
 }
 
-// implicates reports whether the alarm names principal.
-func (a Alarm) implicates(principal string) bool {
-	if a.Principal == principal {
-		return true
-	}
-	for _, p := range a.Principals {
-		if p == principal {
-			return true
+// ModelExtraction is one model's monitor.
+type ModelExtraction struct {
+	Model    string          `json:"model"`
+	Alerts   []Alert         `json:"alerts"`
+	Subjects []SubjectStatus `json:"subjects"`
+}
+
+// Alert mirrors extraction.Alert: a principal or group escalated.
+type Alert struct {
+	Time    time.Time     `json:"time"`
+	Subject string        `json:"subject"`
+	Group   bool          `json:"group"`
+	Raised  []string      `json:"raised,omitempty"` // detectors whose alarm this raised: prada, knn, ood_rate
+	Risk    float64       `json:"risk"`
+	Action  string        `json:"action"` // none, alert, throttle, degrade, block
+	Status  SubjectStatus `json:"status"`
+}
+
+// SubjectStatus mirrors the fields of extraction.Status the harness reads.
+type SubjectStatus struct {
+	Subject    string    `json:"subject"`
+	Group      bool      `json:"group"`
+	Groups     []string  `json:"groups,omitempty"`
+	Queries    int64     `json:"queries"`
+	Risk       float64   `json:"risk"`
+	Action     string    `json:"action"`
+	Alarms     []string  `json:"alarms,omitempty"`
+	FirstAlarm time.Time `json:"first_alarm,omitzero"`
+}
+
+// alarm is an alert as the harness uses it: whom it implicates.
+type alarm struct {
+	time       time.Time
+	model      string
+	detector   string
+	aggregate  bool     // raised on a group's traffic
+	principals []string // implicated
+	queries    int64    // the subject's queries when raised; 0 unknown
+	action     string
+}
+
+// alarms turns the status into alarms, a group's naming the principals
+// of that group the monitor tracks.
+func (st ExtractionStatus) alarms() []alarm {
+	var out []alarm
+	for _, m := range st.Models {
+		for _, a := range m.Alerts {
+			al := alarm{time: a.Time, model: m.Model, aggregate: a.Group, queries: a.Status.Queries, action: a.Action}
+			al.detector = strings.Join(a.Raised, "+")
+			if al.detector == "" {
+				al.detector = "action:" + a.Action
+			}
+			if !a.Group {
+				al.principals = []string{a.Subject}
+			} else {
+				for _, s := range m.Subjects {
+					if !s.Group && slices.Contains(s.Groups, a.Subject) {
+						al.principals = append(al.principals, s.Subject)
+					}
+				}
+			}
+			out = append(out, al)
 		}
 	}
-	return false
+	return out
 }
+
+// risk returns the highest risk of the given principals on model ("" for
+// any model), and false if the status has none of them.
+func (st ExtractionStatus) risk(model string, principals []string) (float64, bool) {
+	best, ok := 0.0, false
+	for _, m := range st.Models {
+		if model != "" && m.Model != model {
+			continue
+		}
+		for _, s := range m.Subjects {
+			if !s.Group && slices.Contains(principals, s.Subject) && (!ok || s.Risk > best) {
+				best, ok = s.Risk, true
+			}
+		}
+	}
+	return best, ok
+}
+
+func (a alarm) implicates(principal string) bool { return slices.Contains(a.principals, principal) }
 
 // errUnsupported means the server does not report extraction alarms.
 var errUnsupported = errors.New("not supported by the server")
 
 // alarmSource is where the harness reads alarms from.
 type alarmSource interface {
-	// Status returns every alarm raised so far, oldest first, and the
-	// principals' standing (possibly none); errUnsupported when the
-	// server has no extraction monitoring.
+	// Status returns the monitors' alerts so far and the subjects'
+	// standing; errUnsupported when the server has no extraction
+	// monitoring.
 	Status(ctx context.Context) (ExtractionStatus, error)
 }
 
@@ -106,60 +156,74 @@ func (s serverAlarms) Status(ctx context.Context) (ExtractionStatus, error) {
 	if !errors.Is(err, errNotFound) {
 		return st, err
 	}
-	alarms, err := auditAlarms(s.in.audit)
+	st, err = auditAlerts(s.in.audit)
 	if err != nil {
 		return st, err
 	}
-	if len(alarms) == 0 {
+	if len(st.Models) == 0 {
 		return st, errUnsupported
 	}
-	return ExtractionStatus{Alarms: alarms}, nil
+	return st, nil
 }
 
-// auditAlarms reads alarms from the audit log at path and the files
+// auditAlerts reads alerts from the audit log at path and the files
 // rotated beside it.
-func auditAlarms(path string) ([]Alarm, error) {
+func auditAlerts(path string) (ExtractionStatus, error) {
 	files, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "audit-*.log"))
 	sort.Strings(files)
 	files = append(files, path)
-	var out []Alarm
+	byModel := map[string]*ModelExtraction{}
+	var order []string
+	add := func(model string, a Alert) {
+		m := byModel[model]
+		if m == nil {
+			m = &ModelExtraction{Model: model}
+			byModel[model] = m
+			order = append(order, model)
+		}
+		m.Alerts = append(m.Alerts, a)
+	}
 	for _, f := range files {
 		fh, err := os.Open(f)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return ExtractionStatus{}, err
 		}
 		sc := bufio.NewScanner(fh)
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		for sc.Scan() {
 			line := sc.Bytes()
-			if !strings.Contains(string(line), `"alarm"`) && !strings.Contains(string(line), `"rule":"extraction`) {
+			if !bytes.Contains(line, []byte(`"type":"alert"`)) && !bytes.Contains(line, []byte(`"rule":"extraction`)) {
 				continue
 			}
 			var rec struct {
-				Alarm
-				Type     string `json:"type"`
-				Rule     string `json:"rule"`
-				Decision string `json:"decision"`
+				Alert
+				Type      string `json:"type"`
+				Model     string `json:"model"`
+				Principal string `json:"principal"`
+				Rule      string `json:"rule"`
+				Decision  string `json:"decision"`
 			}
 			if json.Unmarshal(line, &rec) != nil {
 				continue
 			}
 			switch {
-			case rec.Type == "alarm":
-				out = append(out, rec.Alarm)
+			case rec.Type == "alert":
+				add(rec.Model, rec.Alert)
 			case rec.Type == "request" && strings.HasPrefix(rec.Rule, "extraction"):
-				a := rec.Alarm
-				a.Detector, a.Scope, a.Action = rec.Rule, "principal", rec.Decision
-				out = append(out, a)
+				add(rec.Model, Alert{Time: rec.Time, Subject: rec.Principal, Raised: []string{rec.Rule}, Action: rec.Decision})
 			}
 		}
 		fh.Close()
 		if err := sc.Err(); err != nil {
-			return nil, err
+			return ExtractionStatus{}, err
 		}
 	}
-	return out, nil
+	var st ExtractionStatus
+	for _, m := range order {
+		st.Models = append(st.Models, *byModel[m])
+	}
+	return st, nil
 }

@@ -19,6 +19,7 @@ import (
 // REST with JSON tensors, as an external caller would.
 type client struct {
 	in        *instance
+	hc        *http.Client
 	key       string
 	principal string // the server's name for it: key:<id>
 	name      string
@@ -62,7 +63,7 @@ func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Content-Type", "application/json")
 	start := time.Now()
-	resp, err := c.in.client.Do(req)
+	resp, err := c.hc.Do(req)
 	if err != nil {
 		return reply{}, err
 	}
@@ -130,41 +131,55 @@ func (c *client) inferPatient(ctx context.Context, model string, xs [][]float64,
 //
 //   - an FP32 (or FP64) output of shape [n,10] is the probabilities
 //     (withheld classes may be 0);
-//   - or an FP32 output of shape [n,k] with an INT64/INT32 output of the
-//     same shape: the top k scores and their class indices, spread into a
-//     probability vector with the other classes at 0;
+//   - an FP32 output of shape [n,k] with an INT64/INT32 output of the same
+//     shape (outguard's topk_values and topk_indices) is the top k scores
+//     and their classes, spread into a probability vector with the other
+//     classes at 0;
 //   - an INT64 output of shape [n] is the label;
 //
 // the top-1 label is the argmax of the probabilities when served, else the
 // label output. A response with neither is an error: the harness cannot
 // tell what the server answered.
 func answersOf(outs []restTensor, n int) ([]attack.Answer, error) {
-	var probs, scores, indices, label *restTensor
+	var label, probs *restTensor
+	var floats, ints []*restTensor // [n,k]
 	for i := range outs {
 		o := &outs[i]
 		switch {
 		case len(o.Shape) == 1 && o.Shape[0] == int64(n) && isInt(o.Datatype):
-			label = o
-		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && o.Shape[1] == attack.Classes && isFloat(o.Datatype) && probs == nil:
-			probs = o
+			if label == nil || o.Name == "label" {
+				label = o
+			}
 		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && isFloat(o.Datatype):
-			scores = o
+			floats = append(floats, o)
 		case len(o.Shape) == 2 && o.Shape[0] == int64(n) && isInt(o.Datatype):
-			indices = o
+			ints = append(ints, o)
 		}
 	}
-	if probs == nil && scores != nil && indices != nil && scores.Shape[1] == indices.Shape[1] {
-		k := int(scores.Shape[1])
-		spread := restTensor{Shape: []int64{int64(n), attack.Classes}, Data: make([]float64, n*attack.Classes)}
-		for r := range n {
-			for j := range k {
-				c := int(indices.Data[r*k+j])
-				if c >= 0 && c < attack.Classes {
-					spread.Data[r*attack.Classes+c] = scores.Data[r*k+j]
+	// Scores with class indices of the same shape are top-k (even k = 10:
+	// the scores are then in rank order, not class order).
+	for _, f := range floats {
+		for _, ix := range ints {
+			if probs != nil || f.Shape[1] != ix.Shape[1] || len(f.Data) != len(ix.Data) {
+				continue
+			}
+			k := int(f.Shape[1])
+			spread := restTensor{Name: f.Name, Shape: []int64{int64(n), attack.Classes}, Data: make([]float64, n*attack.Classes)}
+			for r := range n {
+				for j := range k {
+					c := int(ix.Data[r*k+j])
+					if c >= 0 && c < attack.Classes {
+						spread.Data[r*attack.Classes+c] = f.Data[r*k+j]
+					}
 				}
 			}
+			probs = &spread
 		}
-		probs = &spread
+	}
+	for _, f := range floats {
+		if probs == nil && f.Shape[1] == attack.Classes {
+			probs = f
+		}
 	}
 	if probs == nil && label == nil {
 		return nil, fmt.Errorf("response has neither probabilities nor a label (%d outputs)", len(outs))

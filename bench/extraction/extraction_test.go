@@ -95,8 +95,16 @@ func TestAnswersOf(t *testing.T) {
 			{Name: "probabilities", Shape: []int64{1, 10}, Datatype: "FP32", Data: probs}}, 7, true},
 		{"label only", []restTensor{{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{3}}}, 3, false},
 		{"top-2 scores and indices", []restTensor{
-			{Name: "scores", Shape: []int64{1, 2}, Datatype: "FP32", Data: []float64{0.8, 0.2}},
-			{Name: "indices", Shape: []int64{1, 2}, Datatype: "INT64", Data: []float64{4, 1}}}, 4, true},
+			{Name: "topk_values", Shape: []int64{1, 2}, Datatype: "FP32", Data: []float64{0.8, 0.2}},
+			{Name: "topk_indices", Shape: []int64{1, 2}, Datatype: "INT64", Data: []float64{4, 1}}}, 4, true},
+		{"top-10 in rank order", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{9}},
+			{Name: "topk_values", Shape: []int64{1, 10}, Datatype: "FP32", Data: []float64{0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0, 0, 0, 0}},
+			{Name: "topk_indices", Shape: []int64{1, 10}, Datatype: "INT64", Data: []float64{9, 0, 1, 2, 3, 4, 5, 6, 7, 8}}}, 9, true},
+		{"label and top-1 score", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{2}},
+			{Name: "topk_values", Shape: []int64{1, 1}, Datatype: "FP32", Data: []float64{0.91}},
+			{Name: "topk_indices", Shape: []int64{1, 1}, Datatype: "INT64", Data: []float64{2}}}, 2, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := answersOf(tc.outs, 1)
@@ -117,12 +125,12 @@ func TestPlaceAlarm(t *testing.T) {
 	m := &meter{at: map[string][]int{"key:a": {1, 3, 5}, "key:b": {2, 4, 6}}, sent: 6}
 	for _, tc := range []struct {
 		name  string
-		alarm Alarm
+		alarm alarm
 		want  int
 	}{
-		{"principal's third query", Alarm{Scope: "principal", Principal: "key:b", Queries: 3}, 6},
-		{"aggregate at the model's fourth", Alarm{Scope: "aggregate", Queries: 4}, 4},
-		{"no count: the poll that saw it", Alarm{Scope: "principal", Principal: "key:a"}, 5},
+		{"principal's third query", alarm{principals: []string{"key:b"}, queries: 3}, 6},
+		{"group at its fourth", alarm{aggregate: true, principals: []string{"key:a", "key:b"}, queries: 4}, 4},
+		{"no count: the poll that saw it", alarm{principals: []string{"key:a"}}, 5},
 	} {
 		if got := m.place(tc.alarm, 5); got != tc.want {
 			t.Errorf("%s: placed at %d, want %d", tc.name, got, tc.want)

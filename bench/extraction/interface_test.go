@@ -26,29 +26,44 @@ func fakeAdmin(t *testing.T, mux *http.ServeMux) *instance {
 	return &instance{url: ts.URL, client: ts.Client(), operator: "operator-key", audit: filepath.Join(t.TempDir(), "audit.log")}
 }
 
+// statusJSON is what the endpoint serves: internal/extraction's Alert and
+// Status as they marshal, per model.
+const statusJSON = `{"models":[{"model":"digits_mlp",
+	"alerts":[
+		{"time":"2026-11-22T10:00:00Z","subject":"key:a","group":false,"raised":["prada"],"risk":0.6,"action":"throttle","previous":"none",
+		 "status":{"subject":"key:a","group":false,"queries":120,"risk":0.6,"action":"throttle","alarms":["prada"]}},
+		{"time":"2026-11-22T10:00:01Z","subject":"net:127.0.0.0/24","group":true,"raised":["ood_rate"],"risk":0.6,"action":"throttle","previous":"none",
+		 "status":{"subject":"net:127.0.0.0/24","group":true,"queries":400}}],
+	"subjects":[
+		{"subject":"key:a","group":false,"groups":["net:127.0.1.0/24"],"queries":300,"risk":0.6,"action":"throttle","alarms":["prada"],"prada":{"w":0.8}},
+		{"subject":"key:b","group":false,"groups":["net:127.0.0.0/24"],"queries":200,"risk":0.1,"action":"none"},
+		{"subject":"key:c","group":false,"groups":["net:127.0.0.0/24"],"queries":200,"risk":0.2,"action":"none"},
+		{"subject":"net:127.0.0.0/24","group":true,"queries":400,"risk":0.6,"action":"throttle"}]}]}`
+
 func TestExtractionStatusInterface(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/v1/extraction/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"alarms":[
-			{"time":"2026-11-22T10:00:00Z","model":"digits_mlp","detector":"prada","scope":"principal","principal":"key:a","queries":120,"action":"alarm","score":0.97},
-			{"time":"2026-11-22T10:00:01Z","model":"digits_mlp","detector":"aggregate","scope":"aggregate","principals":["key:b","key:c"],"queries":400,"action":"throttle"}],
-			"principals":[{"principal":"key:a","model":"digits_mlp","queries":300,"risk":0.9,"flagged":true}]}`))
+		w.Write([]byte(statusJSON))
 	})
 	st, err := serverAlarms{fakeAdmin(t, mux)}.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Alarms) != 2 || len(st.Principals) != 1 {
-		t.Fatalf("got %d alarms and %d principals, want 2 and 1", len(st.Alarms), len(st.Principals))
+	al := st.alarms()
+	if len(al) != 2 {
+		t.Fatalf("got %d alarms, want 2", len(al))
 	}
-	if a := st.Alarms[0]; a.Principal != "key:a" || a.Queries != 120 || a.Detector != "prada" || a.Time.IsZero() {
-		t.Errorf("first alarm decoded as %+v", a)
+	if a := al[0]; !a.implicates("key:a") || a.aggregate || a.queries != 120 || a.detector != "prada" || a.model != "digits_mlp" || a.time.IsZero() {
+		t.Errorf("principal alert read as %+v", a)
 	}
-	if a := st.Alarms[1]; !a.implicates("key:c") || a.implicates("key:a") || a.Scope != "aggregate" {
-		t.Errorf("aggregate alarm %+v: implicates key:c %v, key:a %v; want true, false", a, a.implicates("key:c"), a.implicates("key:a"))
+	if a := al[1]; !a.aggregate || !a.implicates("key:b") || !a.implicates("key:c") || a.implicates("key:a") || a.queries != 400 {
+		t.Errorf("group alert read as %+v: want it to implicate key:b and key:c (its members), not key:a", a)
 	}
-	if p := st.Principals[0]; p.Risk != 0.9 || !p.Flagged {
-		t.Errorf("principal decoded as %+v", p)
+	if r, ok := st.risk("digits_mlp", []string{"key:b", "key:c"}); !ok || r != 0.2 {
+		t.Errorf("risk of key:b, key:c: got %v %v, want 0.2", r, ok)
+	}
+	if _, ok := st.risk("digits_logreg", []string{"key:a"}); ok {
+		t.Error("risk on a model the status does not list: got one")
 	}
 }
 
@@ -58,8 +73,8 @@ func TestAlarmsFromAuditLog(t *testing.T) {
 		t.Fatalf("no endpoint, no audit log: got %v, want errUnsupported", err)
 	}
 	log := `{"type":"request","seq":1,"principal":"key:a","model":"digits_mlp","decision":"allow","rule":"role:client"}
-{"type":"request","seq":2,"time":"2026-11-22T10:00:00.000000000Z","principal":"key:a","model":"digits_mlp","decision":"deny","rule":"extraction:prada"}
-{"type":"alarm","seq":3,"time":"2026-11-22T10:00:01.000000000Z","model":"digits_mlp","detector":"aggregate","scope":"aggregate","principals":["key:b"],"queries":40,"action":"alarm"}
+{"type":"request","seq":2,"time":"2026-11-22T10:00:00.000000000Z","principal":"key:a","model":"digits_mlp","decision":"deny","rule":"extraction:block"}
+{"type":"alert","seq":3,"time":"2026-11-22T10:00:01.000000000Z","model":"digits_mlp","subject":"key:b","group":false,"raised":["knn"],"action":"alert","status":{"queries":40}}
 `
 	if err := os.WriteFile(in.audit, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
@@ -68,14 +83,15 @@ func TestAlarmsFromAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Alarms) != 2 {
-		t.Fatalf("got %d alarms from the audit log, want 2: %+v", len(st.Alarms), st.Alarms)
+	al := st.alarms()
+	if len(al) != 2 {
+		t.Fatalf("got %d alarms from the audit log, want 2: %+v", len(al), al)
 	}
-	if a := st.Alarms[0]; a.Principal != "key:a" || a.Detector != "extraction:prada" || a.Action != "deny" {
+	if a := al[0]; !a.implicates("key:a") || a.detector != "extraction:block" || a.action != "deny" || a.model != "digits_mlp" {
 		t.Errorf("refused request read as %+v", a)
 	}
-	if a := st.Alarms[1]; !a.implicates("key:b") || a.Queries != 40 {
-		t.Errorf("alarm record read as %+v", a)
+	if a := al[1]; !a.implicates("key:b") || a.queries != 40 || a.detector != "knn" {
+		t.Errorf("alert record read as %+v", a)
 	}
 }
 

@@ -325,7 +325,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 		if err != nil {
 			return err
 		}
-		for _, a := range st.Alarms {
+		for _, a := range st.alarms() {
 			if implicatesAny(a, principals, s.victim) {
 				seenAt = m.sent
 			}
@@ -359,7 +359,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 		default:
 			r.firstAlarm = 0
 			flagged := map[string]bool{}
-			for _, a := range st.Alarms {
+			for _, a := range st.alarms() {
 				if !implicatesAny(a, principals, s.victim) {
 					continue
 				}
@@ -368,21 +368,17 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 						flagged[pr] = true
 					}
 				}
-				if a.Scope == "aggregate" {
+				if a.aggregate {
 					r.aggregate = true
 				}
 				at := m.place(a, seenAt)
 				if r.firstAlarm == 0 || at < r.firstAlarm {
-					r.firstAlarm, r.detector = at, a.Detector
+					r.firstAlarm, r.detector = at, a.detector
 				}
 			}
 			r.flagged = len(flagged)
-			for _, pr := range st.Principals {
-				for _, q := range principals {
-					if pr.Principal == q && pr.Model == s.victim && (math.IsNaN(r.risk) || pr.Risk > r.risk) {
-						r.risk = pr.Risk
-					}
-				}
+			if risk, ok := st.risk(s.victim, principals); ok {
+				r.risk = risk
 			}
 		}
 	}
@@ -418,34 +414,41 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 	return r, nil
 }
 
-// implicatesAny reports whether alarm a concerns the attacker: it names
-// one of its principals, or it is an aggregate alarm on the victim that
-// names no one.
-func implicatesAny(a Alarm, principals []string, model string) bool {
+// implicatesAny reports whether alarm a concerns the attacker: it is on
+// the victim and names one of its principals, or it is an aggregate alarm
+// on the victim that names no one (the monitor no longer tracks its
+// members).
+func implicatesAny(a alarm, principals []string, model string) bool {
+	if a.model != "" && a.model != model {
+		return false
+	}
 	for _, p := range principals {
 		if a.implicates(p) {
 			return true
 		}
 	}
-	return a.Scope == "aggregate" && len(a.Principals) == 0 && a.Principal == "" && (a.Model == "" || a.Model == model)
+	return a.aggregate && len(a.principals) == 0
 }
 
 // place returns how many queries the run had sent when alarm a was
-// raised: from the principal's query count the alarm carries, else from
-// the model's (aggregate alarms: only the attacker queries the instance),
-// else from its time, else the poll that first saw it.
-func (m *meter) place(a Alarm, seenAt int) int {
-	if a.Queries > 0 {
-		if at := m.at[a.Principal]; a.Principal != "" && int(a.Queries) <= len(at) {
-			return at[a.Queries-1]
+// raised: from the subject's query count the alarm carries (a principal's
+// maps onto the harness's count for that principal; a group's is the
+// run's, as only the attacker queries the instance), else from its time,
+// else the poll that first saw it.
+func (m *meter) place(a alarm, seenAt int) int {
+	if a.queries > 0 {
+		if !a.aggregate && len(a.principals) == 1 {
+			if at := m.at[a.principals[0]]; int(a.queries) <= len(at) {
+				return at[a.queries-1]
+			}
 		}
-		if a.Scope == "aggregate" {
-			return min(int(a.Queries), m.sent)
+		if a.aggregate {
+			return min(int(a.queries), m.sent)
 		}
 	}
-	if !a.Time.IsZero() {
+	if !a.time.IsZero() {
 		for i, t := range m.times {
-			if !t.Before(a.Time) {
+			if !t.Before(a.time) {
 				return i + 1
 			}
 		}

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -58,14 +60,16 @@ type servers struct {
 	root   string // repository root
 	lib    string // ONNX Runtime library
 	pki    string
-	client *http.Client // trusts the run's CA
-	n      int          // instances started, for directory names
-	keep   bool         // keep instance directories (audit logs)
+	tls    *tls.Config
+	client *http.Client                // trusts the run's CA
+	from   map[netip.Addr]*http.Client // clients bound to a source address
+	n      int                         // instances started, for directory names
+	keep   bool                        // keep instance directories (audit logs)
 	log    *slog.Logger
 }
 
 func newServers(work, root, lib string, keep bool) (*servers, error) {
-	s := &servers{work: work, root: root, lib: lib, pki: filepath.Join(work, "pki"), keep: keep,
+	s := &servers{work: work, root: root, lib: lib, pki: filepath.Join(work, "pki"), keep: keep, from: map[netip.Addr]*http.Client{},
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if _, err := tlsconf.InitDir(s.pki, nil); err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
@@ -81,15 +85,34 @@ func newServers(work, root, lib string, keep bool) (*servers, error) {
 	if err := os.WriteFile(filepath.Join(work, "authz.yaml"), []byte(authzPolicy), 0o600); err != nil {
 		return nil, err
 	}
-	s.client = &http.Client{
+	s.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	s.client = s.httpClient(nil)
+	return s, nil
+}
+
+// httpClient returns a client trusting the run's CA whose connections
+// come from local (any loopback address; nil for the system's choice).
+func (s *servers) httpClient(local net.Addr) *http.Client {
+	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: local}
+	return &http.Client{
 		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13},
+			DialContext:         d.DialContext,
+			TLSClientConfig:     s.tls.Clone(),
 			MaxIdleConnsPerHost: 64,
-			ForceAttemptHTTP2:   false,
 		},
 		Timeout: 30 * time.Second,
 	}
-	return s, nil
+}
+
+// clientFrom returns the client whose connections come from addr, one
+// per address.
+func (s *servers) clientFrom(addr netip.Addr) *http.Client {
+	if c, ok := s.from[addr]; ok {
+		return c
+	}
+	c := s.httpClient(&net.TCPAddr{IP: addr.AsSlice()})
+	s.from[addr] = c
+	return c
 }
 
 // instance is one running server.
@@ -98,9 +121,10 @@ type instance struct {
 	srv      *app.Server
 	url      string // https://127.0.0.1:port
 	dir      string
-	operator string // API key with the operator role
-	audit    string // the audit log's path
-	client   *http.Client
+	operator string       // API key with the operator role
+	audit    string       // the audit log's path
+	client   *http.Client // the operator's, and clients' from the default address
+	servers  *servers
 	cancel   context.CancelFunc
 	done     chan error
 	keep     bool
@@ -168,7 +192,7 @@ func (s *servers) start(p *policy) (*instance, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{policy: p, srv: srv, url: "https://" + srv.HTTPAddr(), dir: dir, operator: op,
-		audit: cfg.AuditPath(), client: s.client, cancel: cancel, done: make(chan error, 1), keep: s.keep}
+		audit: cfg.AuditPath(), client: s.client, servers: s, cancel: cancel, done: make(chan error, 1), keep: s.keep}
 	go func() { in.done <- srv.Serve(ctx) }()
 	return in, nil
 }
@@ -222,14 +246,25 @@ func createKey(cfg config.Config, name, role string) (string, error) {
 }
 
 // newClient creates an API key with the client role and the policy's key
-// scopes through the admin API, as an operator would hand one out.
+// scopes through the admin API, as an operator would hand one out. Its
+// requests come from 127.0.0.1.
 func (in *instance) newClient(name string) (*client, error) {
+	return in.newClientFrom(name, netip.Addr{})
+}
+
+// newClientFrom is newClient for a client whose requests come from the
+// loopback address from (the zero Addr: the default).
+func (in *instance) newClientFrom(name string, from netip.Addr) (*client, error) {
 	body, _ := json.Marshal(adminapi.CreateKeyRequest{Name: name, Roles: []string{"client"}, Scopes: in.policy.KeyScopes})
 	var resp adminapi.CreateKeyResponse
 	if err := in.admin(context.Background(), http.MethodPost, "/admin/v1/keys", body, &resp); err != nil {
 		return nil, fmt.Errorf("create key %s: %w", name, err)
 	}
-	return &client{in: in, key: resp.Key, principal: "key:" + resp.Record.ID, name: name}, nil
+	hc := in.client
+	if from.IsValid() {
+		hc = in.servers.clientFrom(from)
+	}
+	return &client{in: in, hc: hc, key: resp.Key, principal: "key:" + resp.Record.ID, name: name}, nil
 }
 
 // errNotFound is an admin endpoint the server does not have.
