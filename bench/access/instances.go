@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/tlsconf"
 )
 
@@ -127,6 +128,10 @@ func (in instance) config(work, lib, jwksURL string) config.Config {
 			cfg.Auth.JWT.TokenCacheSize = -1
 		}
 	}
+	// This benchmark measures TLS, authentication, authorization and the
+	// audit log: no per-principal rate limits (each path uses one key at
+	// full speed); bench/ratelimit measures the limiter.
+	cfg.RateLimit.Requests, cfg.RateLimit.Elements, cfg.RateLimit.MaxConcurrent = ratelimit.Rate{}, ratelimit.Rate{}, 0
 	cfg.Audit.Disabled = !in.audit
 	cfg.Audit.Durable = in.durable
 	return cfg

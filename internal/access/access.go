@@ -86,7 +86,15 @@ type Options struct {
 	// Sink records every request; nil disables the audit log.
 	Sink   Sink
 	Hasher Hasher
+	// Shed bounds the requests admitted at once (a bounded queue, then
+	// 503 with Retry-After), before any body is read; nil admits all.
+	Shed   Shedder
 	Logger *slog.Logger
+}
+
+// Shedder is the global admission gate (ratelimit.Shedder).
+type Shedder interface {
+	Acquire(ctx context.Context) (release func(), err error)
 }
 
 // Gate admits requests.
@@ -95,6 +103,7 @@ type Gate struct {
 
 	admitted, refusedAuth, refusedAudit, auditFailures atomic.Int64
 	refusedTLS                                         atomic.Int64
+	shed                                               atomic.Int64
 	inFlight                                           atomic.Int64 // admitted, not yet finished
 	lastAuditLog                                       atomic.Int64 // unix nanoseconds of the last audit-failure log line
 }
@@ -147,7 +156,8 @@ type Ticket struct {
 	rec       Record
 	decided   bool
 	finished  bool
-	admitted  bool // counted in the gate's in-flight requests
+	admitted  bool   // counted in the gate's in-flight requests
+	release   func() // gives the shedder's slot back
 }
 
 // Stats are the gate's counters.
@@ -163,6 +173,8 @@ type Stats struct {
 	AuditFailures int64
 	// RefusedTLS counts connections refused in the TLS handshake.
 	RefusedTLS int64
+	// Shed counts requests refused by the global admission gate.
+	Shed int64
 }
 
 // Stats returns the counters.
@@ -173,6 +185,7 @@ func (g *Gate) Stats() Stats {
 		RefusedAudit:           g.refusedAudit.Load(),
 		AuditFailures:          g.auditFailures.Load(),
 		RefusedTLS:             g.refusedTLS.Load(),
+		Shed:                   g.shed.Load(),
 	}
 }
 
@@ -224,6 +237,23 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 		t.principal = p
 	}
 	t.rec.Principal, t.rec.Auth = t.principal.ID, t.principal.Method
+	if g.opts.Shed != nil {
+		release, err := g.opts.Shed.Acquire(ctx)
+		if err != nil {
+			g.shed.Add(1)
+			t.rec.Decision, t.rec.Rule, t.decided = Deny, "shed", true
+			kind, msg := apierr.Public(err)
+			status := http.StatusServiceUnavailable
+			if kind == apierr.Canceled {
+				status = 499
+			}
+			if ferr := t.Finish(status, msg); ferr != nil {
+				return nil, ferr
+			}
+			return nil, err
+		}
+		t.release = release
+	}
 	g.admitted.Add(1)
 	g.inFlight.Add(1)
 	t.admitted = true
@@ -329,6 +359,9 @@ func (t *Ticket) Finish(status int, msg string) error {
 	t.finished = true
 	if t.admitted {
 		defer t.g.inFlight.Add(-1)
+	}
+	if t.release != nil {
+		defer t.release()
 	}
 	r := &t.rec
 	r.Status, r.Error = status, msg

@@ -13,6 +13,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/authz"
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
@@ -26,6 +27,7 @@ type accessParts struct {
 	authz  *authz.Authorizer
 	policy string // policy file, "" for deny-all
 	audit  *audit.Log
+	shed   *ratelimit.Shedder // nil when shedding is off
 }
 
 // close releases what the parts hold; the audit log last, so that it
@@ -122,6 +124,13 @@ func buildAccess(ctx context.Context, cfg config.Config, store *state.Bolt, log 
 			return nil, err
 		}
 		opts.Sink = auditSink{p.audit}
+	}
+	if !cfg.RateLimit.Shed.Disabled {
+		sh, err := ratelimit.NewShedder(cfg.RateLimit.Shed)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit.shed: %w", err)
+		}
+		opts.Shed, p.shed = sh, sh
 	}
 	gate = access.New(opts)
 	p.gate = gate

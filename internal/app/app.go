@@ -28,6 +28,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/repository"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
@@ -56,6 +57,7 @@ type Server struct {
 	custody  keys.Custody
 	tls      *tlsconf.Manager // nil when plaintext
 	access   *accessParts
+	limiter  *ratelimit.Limiter // nil when authentication is disabled
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -120,6 +122,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store, custody: custody}
 	fail := func(err error) (*Server, error) {
+		if s.limiter != nil {
+			s.limiter.Close()
+		}
 		if s.access != nil {
 			s.access.close()
 		}
@@ -150,7 +155,20 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		MaxDepth:       cfg.Limits.MaxJSONDepth,
 		MaxRank:        oip.DefaultLimits().MaxRank,
 	}
-	handler := pipeline.Chain(&infer.Handler{Registry: reg}, pipeline.Count(&s.inFlight))
+	stages := []pipeline.Stage{pipeline.Count(&s.inFlight)}
+	if cfg.Auth.Disabled {
+		log.Warn("rate limits and quotas are keyed by principal: off while authentication is disabled")
+	} else {
+		lopts := ratelimit.Options{Logger: log}
+		if store != nil {
+			lopts.DB = store.DB()
+		}
+		if s.limiter, err = ratelimit.New(cfg.RateLimit, lopts); err != nil {
+			return fail(err)
+		}
+		stages = append(stages, s.limiter.Stage())
+	}
+	handler := pipeline.Chain(&infer.Handler{Registry: reg}, stages...)
 
 	s.http = &http.Server{
 		Handler: httpapi.New(httpapi.Options{
@@ -352,6 +370,9 @@ func (s *Server) shutdown() {
 		s.grpc.Stop()
 	}
 	s.Registry.Close()
+	if s.limiter != nil {
+		s.limiter.Close() // writes quota counters a last time
+	}
 	s.access.close()
 	if s.store != nil {
 		s.store.Close()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/aegis-inference/aegis/internal/ratelimit"
 )
 
 // Config is the whole server configuration.
@@ -60,6 +62,9 @@ type Config struct {
 	Auth Auth `yaml:"auth"`
 	// Audit records every request, allowed or denied.
 	Audit Audit `yaml:"audit"`
+	// RateLimit limits each principal's requests, batch elements,
+	// concurrency and quotas, and sheds load globally (docs/ratelimit.md).
+	RateLimit ratelimit.Config `yaml:"ratelimit"`
 }
 
 // TLS configures transport security for the REST and gRPC listeners.
@@ -287,6 +292,7 @@ func Default() Config {
 			CheckpointEvery:    1000,
 			CheckpointInterval: time.Minute,
 		},
+		RateLimit: ratelimit.Default(),
 	}
 }
 
@@ -388,6 +394,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Audit.Validate(); err != nil {
+		return err
+	}
+	if err := c.RateLimit.Validate("ratelimit"); err != nil {
 		return err
 	}
 	needState := (!c.Auth.Disabled && c.Auth.PepperFile == "") ||

@@ -83,6 +83,9 @@ func Config(tb testing.TB, repo string) config.Config {
 	cfg.TLS.Plaintext = true
 	cfg.Auth.Disabled = true
 	cfg.Audit.Disabled = true
+	// Protocol tests send bursts of concurrent requests; shedding has its
+	// own tests.
+	cfg.RateLimit.Shed.Disabled = true
 	cfg.ModelRepository = repo
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"

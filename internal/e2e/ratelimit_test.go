@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/ratelimit"
+	"github.com/aegis-inference/aegis/internal/servertest"
+)
+
+// TestRateLimits: a principal over its request rate gets 429 with
+// Retry-After over REST and ResourceExhausted with retry-after over gRPC,
+// audited; another principal is unaffected; the credential's max_rate
+// scope narrows the configured rate; a batch over the element burst is
+// refused.
+func TestRateLimits(t *testing.T) {
+	a := startAccessServer(t, "none", func(c *config.Config) {
+		c.RateLimit.Requests = ratelimit.Rate{PerSecond: 5, Burst: 5}
+		c.RateLimit.Elements = ratelimit.Rate{PerSecond: 1000, Burst: 8}
+	})
+	hc := a.httpClient(t, nil)
+	gc := a.grpcClient(t, nil)
+	infer := servertest.Path("digits", "")
+	key, other := "Bearer "+a.keys["scorer"], "Bearer "+a.keys["small-batch"]
+
+	var limited outcome
+	for i := 0; i < 8; i++ {
+		o := a.rest(t, hc, "POST", infer, key, digitsBody(1))
+		if i < 5 && o.status != 200 {
+			t.Fatalf("request %d within the burst: %+v", i, o)
+		}
+		if i >= 5 && o.status == 429 {
+			limited = o
+		}
+	}
+	if limited.status != 429 {
+		t.Fatal("no 429 past the burst")
+	}
+	req, _ := newRequest(a, infer, key)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 {
+		t.Errorf("still limited: %d", resp.StatusCode)
+	} else if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || s < 1 || s > 2 {
+		t.Errorf("Retry-After %q, want 1 or 2 seconds at 5 per second", resp.Header.Get("Retry-After"))
+	}
+	if og, err := grpcInfer(withAuth(key), gc, "digits", 1); err == nil || og.status != 429 {
+		t.Errorf("gRPC past the limit: %+v %v, want ResourceExhausted", og, err)
+	}
+	if o := a.rest(t, hc, "POST", infer, other, digitsBody(1)); o.status != 200 {
+		t.Errorf("another principal: %d, want 200", o.status)
+	}
+	// A batch over the element burst (8) is refused whatever the rate.
+	if o := a.rest(t, hc, "POST", infer, "Bearer "+a.keys["to-revoke"], digitsBody(9)); o.status != 429 {
+		t.Errorf("batch 9 over an element burst of 8: %d %s, want 429", o.status, o.msg)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if o := a.rest(t, hc, "POST", infer, key, digitsBody(1)); o.status != 200 {
+		t.Errorf("after refill: %d", o.status)
+	}
+	byID, _ := a.auditRecords(t)
+	if r := byID[limited.id]; r == nil || r["status"].(float64) != 429 {
+		t.Errorf("audit record of the limited request: %v", r)
+	}
+}
+
+// TestShedding: with one request admitted at a time and no queue, a burst
+// of concurrent requests is shed with 503 and Retry-After, quickly, and
+// the admitted ones are served.
+func TestShedding(t *testing.T) {
+	a := startAccessServer(t, "none", func(c *config.Config) {
+		c.RateLimit.Requests = ratelimit.Rate{}
+		c.RateLimit.Shed = ratelimit.Shed{MaxInFlight: 1, MaxQueue: 0, QueueTimeout: time.Millisecond, RetryAfter: time.Second}
+	})
+	infer := servertest.Path("digits", "")
+	var mu sync.Mutex
+	counts := map[int]int{}
+	var slowest time.Duration
+	var wg sync.WaitGroup
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := a.httpClient(t, nil)
+			for i := 0; i < 25; i++ {
+				t0 := time.Now()
+				req, _ := newRequest(a, infer, "Bearer "+a.keys["scorer"])
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				d := time.Since(t0)
+				mu.Lock()
+				counts[resp.StatusCode]++
+				if resp.StatusCode == 503 {
+					if resp.Header.Get("Retry-After") == "" {
+						t.Error("503 without Retry-After")
+					}
+					slowest = max(slowest, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if counts[200] == 0 || counts[503] == 0 || counts[200]+counts[503] != 200 {
+		t.Errorf("statuses %v: want some served and some shed, nothing else", counts)
+	}
+	t.Logf("statuses %v; slowest shed response %v", counts, slowest)
+	if st := a.srv.AuditStatus(); st.Healthy != true {
+		t.Errorf("audit status %+v", st)
+	}
+}
+
+func newRequest(a *accessServer, path, auth string) (*http.Request, error) {
+	req, err := http.NewRequest("POST", a.srv.HTTPURL+path, bytes.NewReader(digitsBody(1)))
+	if err == nil {
+		req.Header.Set("Authorization", auth)
+	}
+	return req, err
+}
