@@ -21,8 +21,8 @@ func testPair(i int) Pair {
 	}
 	mac := sha256.Sum256(x.Data)
 	return Pair{
-		Time:    time.Unix(1700000000, int64(i)).UTC(),
-		Model:   "digits", Version: "1", Classes: 10,
+		Time:  time.Unix(1700000000, int64(i)).UTC(),
+		Model: "digits", Version: "1", Classes: 10,
 		Label: (i + 1) % 10, TrueLabel: i % 10,
 		Inputs: []tensor.Tensor{x, {Name: "note", DType: tensor.Bytes, Shape: []int64{2}, Strings: [][]byte{[]byte("a"), {}}}},
 		MAC:    mac[:],
