@@ -39,6 +39,8 @@ commands:
   certs init      create a local CA and server certificate (for the demo and tests)
   certs client    issue a client certificate from that CA (mTLS)
   audit verify    check an audit log's hash chain and signed checkpoints
+  watermark verify|list
+                  test a suspect model against a principal's watermarked answers (state directory)
   model encrypt   encrypt a model file with age for one or more recipients
   version         print the version
 `
@@ -70,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return certsCmd(args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
+	case "watermark":
+		return watermarkCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "aegis %s (onnx runtime pinned sha256 %s)\n", httpapi.ServerVersion, onnx.PinnedDigest)
 		return nil

@@ -287,8 +287,8 @@ func Pairs(db *bolt.DB, principal string) ([]Pair, error) {
 
 // Principal is a principal with recorded pairs.
 type Principal struct {
-	ID    string
-	Pairs int
+	ID    string `json:"principal"`
+	Pairs int    `json:"pairs"`
 }
 
 // Principals lists the principals with recorded pairs, by ID.
