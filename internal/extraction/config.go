@@ -53,6 +53,9 @@ type PRADAConfig struct {
 	// Delta: the alarm is raised when the Shapiro–Wilk W of the pooled
 	// minimum distances falls below it.
 	Delta float64
+	// Persist: the alarm needs W < Delta on this many consecutive tests
+	// (1 is the paper's rule).
+	Persist int
 	// MinDistances: W is tested once the pool holds more than this many.
 	MinDistances int
 	// TestEvery: W is tested every this many new distances.
@@ -126,7 +129,7 @@ func Default(dim int) Config {
 	return Config{
 		Dim: dim,
 		PRADA: PRADAConfig{
-			Delta: 0.92, MinDistances: 100, TestEvery: 10, OutlierSigma: 3, Window: 1000,
+			Delta: 0.90, Persist: 1, MinDistances: 100, TestEvery: 10, OutlierSigma: 3, Window: 1000,
 			MaxStored: fit(1024), MaxPerClass: 256, MaxClasses: 1000,
 		},
 		KNN:                KNNConfig{K: 1, History: fit(1000), Window: 128, AlarmCount: 10},
@@ -157,6 +160,8 @@ func (c *Config) Validate() error {
 		switch {
 		case !(p.Delta > 0 && p.Delta < 1):
 			return bad("prada.delta", p.Delta, "want 0 < delta < 1")
+		case p.Persist < 1:
+			return bad("prada.persist", p.Persist, "want at least 1")
 		case p.MinDistances < ShapiroMinN:
 			return bad("prada.min_distances", p.MinDistances, fmt.Sprintf("want at least %d", ShapiroMinN))
 		case p.TestEvery < 1:

@@ -28,24 +28,21 @@ func sqDist(a, b []float32) float32 {
 }
 
 // sqDistBounded is sqDist, except that it may stop early and return any
-// value above bound once the partial sum exceeds it.
+// value above bound once the partial sum exceeds it (checked every 16
+// features).
 func sqDistBounded(a, b []float32, bound float32) float32 {
 	b = b[:len(a)]
 	var s float32
 	i := 0
 	for ; i+16 <= len(a); i += 16 {
-		var s0, s1, s2, s3 float32
-		for j := i; j < i+16; j += 4 {
-			d0 := a[j] - b[j]
-			d1 := a[j+1] - b[j+1]
-			d2 := a[j+2] - b[j+2]
-			d3 := a[j+3] - b[j+3]
-			s0 += d0 * d0
-			s1 += d1 * d1
-			s2 += d2 * d2
-			s3 += d3 * d3
-		}
-		s += (s0 + s1) + (s2 + s3)
+		x := (*[16]float32)(a[i : i+16])
+		y := (*[16]float32)(b[i : i+16])
+		d0, d1, d2, d3 := x[0]-y[0], x[1]-y[1], x[2]-y[2], x[3]-y[3]
+		d4, d5, d6, d7 := x[4]-y[4], x[5]-y[5], x[6]-y[6], x[7]-y[7]
+		d8, d9, d10, d11 := x[8]-y[8], x[9]-y[9], x[10]-y[10], x[11]-y[11]
+		d12, d13, d14, d15 := x[12]-y[12], x[13]-y[13], x[14]-y[14], x[15]-y[15]
+		s += ((d0*d0 + d1*d1) + (d2*d2 + d3*d3)) + ((d4*d4 + d5*d5) + (d6*d6 + d7*d7)) +
+			((d8*d8 + d9*d9) + (d10*d10 + d11*d11)) + ((d12*d12 + d13*d13) + (d14*d14 + d15*d15))
 		if s > bound {
 			return s
 		}
@@ -276,6 +273,7 @@ type pradaState struct {
 	dnext   int
 	dadded  uint64 // distances ever added
 	tested  bool
+	below   int // consecutive tests with W < Delta
 	lastW   float64
 	lastP   float64
 	outOfRg uint64 // labels outside 0..MaxClasses-1
@@ -351,6 +349,11 @@ func (s *pradaState) observe(x []float32, label int, cfg *PRADAConfig, dim int, 
 		if ok {
 			r.tested, r.w, r.p = true, w, p
 			s.tested, s.lastW, s.lastP = true, w, p
+			if w < cfg.Delta {
+				s.below++
+			} else {
+				s.below = 0
+			}
 		}
 	}
 	return r
@@ -428,7 +431,7 @@ func (s *pradaState) oldest(cl int32) int {
 	return slot
 }
 
-func (s *pradaState) alarm(cfg *PRADAConfig) bool { return s.tested && s.lastW < cfg.Delta }
+func (s *pradaState) alarm(cfg *PRADAConfig) bool { return s.below >= cfg.Persist }
 
 func (s *pradaState) progress(cfg *PRADAConfig) float64 {
 	if !s.tested {
