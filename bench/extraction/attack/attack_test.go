@@ -2,10 +2,12 @@ package attack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/aegis-inference/aegis/bench/extraction/learn"
@@ -43,11 +45,14 @@ func (f *fakeOracle) Query(_ context.Context, xs [][]float64) ([]Answer, error) 
 
 // victimLike returns a logistic regression with weights of the scale of
 // the digits_logreg victim, and natural-ish evaluation inputs.
-func victimLike(seed uint64) (*learn.Net, [][]float64) {
+func victimLike(seed uint64) (*learn.Net, [][]float64) { return victimScaled(seed, 4) }
+
+// victimScaled is victimLike with weights of scale × He initialisation.
+func victimScaled(seed uint64, scale float64) (*learn.Net, [][]float64) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	v := learn.NewNet([]int{Dim, Classes}, 1.0/PixelMax, rng)
 	for i := range v.Layers[0].W {
-		v.Layers[0].W[i] *= 4
+		v.Layers[0].W[i] *= scale
 	}
 	var eval [][]float64
 	for range 300 {
@@ -241,5 +246,79 @@ func TestBlockedAttacksKeepWhatTheyHave(t *testing.T) {
 				t.Errorf("last observed after %d queries, want 70 (when it was blocked)", last)
 			}
 		})
+	}
+}
+
+// top1Oracle serves the top class and its probability only, rounded to
+// two decimals: outguard's default.
+type top1Oracle struct{ fakeOracle }
+
+func (o *top1Oracle) Query(ctx context.Context, xs [][]float64) ([]Answer, error) {
+	as, err := o.fakeOracle.Query(ctx, xs)
+	for i := range as {
+		p := make([]float64, Classes)
+		p[as[i].Label] = as[i].Probs[as[i].Label]
+		as[i].Probs = p
+	}
+	return as, err
+}
+
+// digitsVictim is a local copy of the digits_logreg victim
+// (testdata/extraction/victims, written by train_victims.py) and the
+// evaluation digits (held-out rows 200..449).
+func digitsVictim(t *testing.T) (*learn.Net, [][]float64) {
+	t.Helper()
+	b, err := os.ReadFile("../../../testdata/extraction/victims/digits_logreg.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w struct {
+		W [][]float64 `json:"w"`
+		B []float64   `json:"b"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		t.Fatal(err)
+	}
+	v := &learn.Net{Scale: 1.0 / PixelMax, Layers: []learn.Dense{{In: Dim, Out: Classes, W: make([]float64, Dim*Classes), B: w.B}}}
+	for i := range Dim {
+		for c := range Classes {
+			v.Layers[0].W[c*Dim+i] = w.W[i][c]
+		}
+	}
+	b, err = os.ReadFile("../../../testdata/digits/heldout.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct{ Inputs [][]float64 }
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatal(err)
+	}
+	return v, h.Inputs[200:]
+}
+
+func TestEqSolveDigitsVictim(t *testing.T) {
+	victim, eval := digitsVictim(t)
+	c := run(t, EqSolve{Seed: 1}, &fakeOracle{victim: victim}, []int{65}, eval, labels(victim, eval))
+	if c[65] < 0.98 {
+		t.Errorf("digits_logreg, float32 probabilities: agreement %.3f after 65 queries, want at least 0.98", c[65])
+	}
+}
+
+// TestEqSolveTop1Scores checks that with only the top class and its
+// probability served, rounded to two decimals (outguard's default), the
+// attack fits the scores and does better than retraining on the labels
+// alone.
+func TestEqSolveTop1Scores(t *testing.T) {
+	if raceEnabled {
+		t.Skip("minutes under the race detector")
+	}
+	victim, eval := digitsVictim(t)
+	want := labels(victim, eval)
+	cps := []int{1000}
+	scores := run(t, EqSolve{Seed: 1}, &top1Oracle{fakeOracle{victim: victim, decimals: 2}}, cps, eval, want)
+	labelsOnly := run(t, Retrain{Source: NewUniform(1), Sizes: []int{Dim, Classes}, Seed: 1}, &top1Oracle{fakeOracle{victim: victim, decimals: 2}}, cps, eval, want)
+	t.Logf("1000 queries, top-1 at 2 decimals: score fitting %.3f, labels only %.3f", scores[1000], labelsOnly[1000])
+	if scores[1000] < labelsOnly[1000]+0.05 {
+		t.Errorf("score fitting %.3f, labels only %.3f: want the scores to help by at least 0.05", scores[1000], labelsOnly[1000])
 	}
 }

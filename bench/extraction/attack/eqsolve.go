@@ -23,8 +23,10 @@ import (
 // infers the rounding step, drops probabilities served as 0, takes the
 // most probable served class as the reference of each query, and weights
 // each equation by the inverse of its variance under rounding. When no
-// query yields an equation (no probabilities served), it falls back to
-// training a logistic regression on the labels (label-only retraining).
+// query yields an equation but scores are served (the top class and its
+// probability only), it fits the scores instead (scoreFit: one nonlinear
+// equation per query); when no scores are served at all, it trains a
+// logistic regression on the labels (label-only retraining).
 type EqSolve struct {
 	Seed uint64
 }
@@ -35,6 +37,7 @@ var _ Attack = EqSolve{}
 func (e EqSolve) Run(ctx context.Context, o Oracle, checkpoints []int, observe Observer) error {
 	src := NewUniform(e.Seed)
 	s := newSystem()
+	s.scores = &scoreFit{}
 	var xs [][]float64
 	var answers []Answer
 	spent := 0
@@ -76,6 +79,8 @@ type system struct {
 	ata   []float64
 	atb   []float64
 	outer []float64 // φφᵀ scratch
+
+	scores *scoreFit // the fallback when scores give no equation
 }
 
 const blk = Dim + 1
@@ -101,7 +106,16 @@ func (s *system) model(xs [][]float64, answers []Answer, seed uint64) (learn.Cla
 		s.add(xs[s.used], answers[s.used])
 	}
 	if s.eqs == 0 {
-		return labelOnly(xs, answers, seed)
+		if usableScores(answers) < scoreMinUse {
+			return labelOnly(xs, answers, seed)
+		}
+		return s.scores.fit(xs, answers, s.q, func() (*learn.Net, error) {
+			c, err := labelOnly(xs, answers, seed)
+			if err != nil {
+				return nil, err
+			}
+			return c.(*learn.Net), nil
+		})
 	}
 	theta, err := s.solve()
 	if err != nil {
@@ -219,6 +233,10 @@ func (s *system) solve() ([]float64, error) {
 // labelOnly trains a logistic regression on the served labels: what an
 // attacker does when no probabilities are served.
 func labelOnly(xs [][]float64, answers []Answer, seed uint64) (learn.Classifier, error) {
+	return labelOnlyNet(xs, answers, seed)
+}
+
+func labelOnlyNet(xs [][]float64, answers []Answer, seed uint64) (*learn.Net, error) {
 	var tx, ty [][]float64
 	for i, a := range answers {
 		if !a.Refused && a.Label >= 0 && a.Label < Classes {
