@@ -95,8 +95,9 @@ type Redis struct {
 	// (AUTH); empty for none. The variable must be set when named.
 	PasswordEnv string `yaml:"password_env"`
 	DB          int    `yaml:"db"`
-	// PoolSize is the most connections; 0: go-redis's default (10 per
-	// GOMAXPROCS).
+	// PoolSize is how many connections carry decisions, each one
+	// pipeline at a time: decisions that arrive while all are busy go
+	// together in the next pipeline.
 	PoolSize     int           `yaml:"pool_size"`
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
@@ -125,7 +126,7 @@ type Shed struct {
 
 // Default returns the default configuration (see the package comment).
 func Default() Config {
-	inFlight := 2 * runtime.GOMAXPROCS(0)
+	procs := runtime.GOMAXPROCS(0)
 	return Config{
 		Requests:           Rate{PerSecond: 200, Burst: 400},
 		Elements:           Rate{PerSecond: 20000, Burst: 20000},
@@ -136,6 +137,7 @@ func Default() Config {
 		MaxKeys:            1 << 20,
 		Redis: Redis{
 			Addr:          "127.0.0.1:6379",
+			PoolSize:      4,
 			DialTimeout:   250 * time.Millisecond,
 			ReadTimeout:   100 * time.Millisecond,
 			WriteTimeout:  100 * time.Millisecond,
@@ -143,8 +145,8 @@ func Default() Config {
 			RetryInterval: 250 * time.Millisecond,
 		},
 		Shed: Shed{
-			MaxInFlight:  inFlight,
-			MaxQueue:     inFlight,
+			MaxInFlight:  procs,
+			MaxQueue:     2 * procs,
 			QueueTimeout: 10 * time.Millisecond,
 			RetryAfter:   time.Second,
 		},
@@ -244,8 +246,8 @@ func (r Redis) validate(p string) error {
 		return fmt.Errorf("%s.addr: must be set", p)
 	case r.DB < 0:
 		return fmt.Errorf("%s.db: %d is negative", p, r.DB)
-	case r.PoolSize < 0:
-		return fmt.Errorf("%s.pool_size: %d is negative", p, r.PoolSize)
+	case r.PoolSize < 1 || r.PoolSize > 1024:
+		return fmt.Errorf("%s.pool_size: %d is not within 1..1024", p, r.PoolSize)
 	case r.DialTimeout <= 0:
 		return fmt.Errorf("%s.dial_timeout: %s must be positive", p, r.DialTimeout)
 	case r.ReadTimeout <= 0:

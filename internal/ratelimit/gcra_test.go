@@ -126,7 +126,7 @@ func TestPeriodIndex(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			index, end := periodIndex(tc.p, tc.at.UnixNano())
-			if got := periodLabel(tc.p, index); got != tc.label {
+			if got := periodLabelOf(tc.p, index); got != tc.label {
 				t.Errorf("got period %s, want %s", got, tc.label)
 			}
 			if end != tc.end.UnixNano() {

@@ -441,7 +441,7 @@ func TestQuotaPruning(t *testing.T) {
 	if err := e.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQuotas).ForEach(func(k, _ []byte) error {
 			key, index, err := decodeQuotaKey(k)
-			got = append(got, fmt.Sprintf("%s@%s", key.principal, periodLabel(key.period, index)))
+			got = append(got, fmt.Sprintf("%s@%s", key.principal, periodLabelOf(key.period, index)))
 			return err
 		})
 	}); err != nil {

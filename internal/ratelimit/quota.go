@@ -30,9 +30,9 @@ func periodIndex(p uint8, now int64) (index int32, end int64) {
 	return int32(y*12 + int(m) - 1), time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 }
 
-// periodLabel names a period in Redis keys: 20260305 for a day, 202603 for
+// periodLabelOf names a period in Redis keys: 20260305 for a day, 202603 for
 // a month.
-func periodLabel(p uint8, index int32) string {
+func periodLabelOf(p uint8, index int32) string {
 	if p == periodDay {
 		return time.Unix(int64(index)*86400, 0).UTC().Format("20060102")
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +44,8 @@ type redisStore struct {
 	now       func() int64  // the clock (ns); nil: Redis's clock
 	retry     time.Duration // how long to skip Redis after it failed
 	downUntil atomic.Int64  // unix ns; decisions before it fail at once
+	batches   *batcher
+	periods   periodLabels
 }
 
 var errRedisDown = errors.New("redis failed recently; not retried yet")
@@ -64,8 +65,8 @@ func newRedisStore(cfg Redis, now func() int64, log *slog.Logger) (*redisStore, 
 		Addr:                  cfg.Addr,
 		Password:              password,
 		DB:                    cfg.DB,
-		Protocol:              2, // no HELLO round trip; RESP2 carries everything the script returns
-		PoolSize:              cfg.PoolSize,
+		Protocol:              2,                // no HELLO round trip; RESP2 carries everything the script returns
+		PoolSize:              cfg.PoolSize + 1, // one more for loading the script
 		DialTimeout:           cfg.DialTimeout,
 		DialerRetries:         1, // one attempt: the breaker retries after retry_interval
 		ReadTimeout:           cfg.ReadTimeout,
@@ -78,7 +79,8 @@ func newRedisStore(cfg Redis, now func() int64, log *slog.Logger) (*redisStore, 
 			Mode: maintnotifications.ModeDisabled,
 		},
 	})
-	s := &redisStore{client: client, prefix: cfg.KeyPrefix, now: now, retry: cfg.RetryInterval}
+	s := &redisStore{client: client, prefix: cfg.KeyPrefix, now: now, retry: cfg.RetryInterval,
+		batches: newBatcher(client, cfg.PoolSize, cfg.DialTimeout+cfg.ReadTimeout+cfg.WriteTimeout)}
 	// Load the script now, so that the first decisions need not fall back
 	// to EVAL. Redis may come up after this replica: that is not fatal.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout+cfg.ReadTimeout)
@@ -91,87 +93,134 @@ func newRedisStore(cfg Redis, now func() int64, log *slog.Logger) (*redisStore, 
 
 var _ store = (*redisStore)(nil)
 
-func (s *redisStore) close() error { return s.client.Close() }
+func (s *redisStore) close() error {
+	s.batches.close()
+	return s.client.Close()
+}
 
 func (s *redisStore) take(ctx context.Context, c checks) (verdict, error) {
 	if until := s.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 		return verdict{}, errRedisDown
 	}
 	keys, args := s.request(&c)
-	res, err := gcraScript.EvalSha(ctx, s.client, keys, args...).Int64Slice()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis restarted or its script cache was flushed: EVAL loads
-		// the script again.
-		res, err = gcraScript.Eval(ctx, s.client, keys, args...).Int64Slice()
-	}
+	res, err := s.batches.do(ctx, keys, args)
 	if err != nil {
-		var reply redis.Error
-		if !errors.As(err, &reply) && ctx.Err() == nil {
+		if !isReplyError(err) && ctx.Err() == nil {
 			// Redis is unreachable or slow, not the caller's fault:
 			// skip it for a while.
 			s.downUntil.Store(time.Now().Add(s.retry).UnixNano())
 		}
 		return verdict{}, fmt.Errorf("redis: %w", err)
 	}
-	if len(res) != 3 || res[1] < 0 || int(res[1]) > c.nb+c.nq {
-		return verdict{}, fmt.Errorf("redis: unexpected script reply %v", res)
-	}
 	s.downUntil.Store(0)
-	if res[0] == 1 {
+	if res == 0 {
 		return verdict{ok: true}, nil
 	}
-	return verdict{failed: int(res[1]) - 1, wait: res[2] * 1000}, nil
+	failed := int(res % 8)
+	if res < 0 || failed < 1 || failed > c.nb+c.nq {
+		return verdict{}, fmt.Errorf("redis: unexpected script reply %d", res)
+	}
+	return verdict{failed: failed - 1, wait: res / 8 * 1000}, nil
 }
 
-// request returns the script's keys and arguments for c.
+// request returns the script's keys and arguments for c. The keys share
+// one allocation.
 func (s *redisStore) request(c *checks) ([]string, []any) {
-	keys := make([]string, 0, c.nb+c.nq)
-	args := make([]any, 0, 2+3*(c.nb+c.nq))
 	var nowArg int64 // 0: the script reads Redis's clock
 	now := time.Now().UnixNano()
 	if s.now != nil {
 		now = s.now()
 		nowArg = now / 1000
 	}
-	args = append(args, nowArg, c.nb)
-	base := s.prefix + "{" + c.principal + "}:"
+	var labels [maxQuotas]string
+	var ends [maxQuotas]int64
+	size := 0
 	for i := 0; i < c.nb; i++ {
-		b := &c.buckets[i]
-		var k string
-		switch b.kind {
-		case kindRequests:
-			k = base + "rq"
-		case kindElements:
-			k = base + "el"
-		default:
-			k = base + "sc"
-		}
-		if b.group != "" {
-			k += ":" + b.group
-		}
-		keys = append(keys, k)
-		args = append(args, micros(b.interval), micros(b.tolerance), b.cost)
+		size += len(s.prefix) + len(c.principal) + 8 + len(c.buckets[i].group)
 	}
 	for j := 0; j < c.nq; j++ {
 		q := &c.quotas[j]
-		k := base + "qm:"
-		if q.period == periodDay {
-			k = base + "qd:"
-		}
 		// The period is this replica's; the key outlives the period's end
 		// by quotaKeySlack for replicas whose clocks are behind.
-		index, end := periodIndex(q.period, now)
-		k += periodLabel(q.period, index)
-		if q.model != "" {
-			k += ":" + q.model
+		labels[j], ends[j] = s.periods.label(q.period, now)
+		size += len(s.prefix) + len(c.principal) + 8 + len(labels[j]) + len(q.model)
+	}
+	buf := make([]byte, 0, size)
+	var offs [maxBuckets + maxQuotas + 1]int
+	n := 0
+	key := func(suffix, label, model string) {
+		buf = append(buf, s.prefix...)
+		buf = append(buf, '{')
+		buf = append(buf, c.principal...)
+		buf = append(buf, "}:"...)
+		buf = append(buf, suffix...)
+		if label != "" {
+			buf = append(buf, ':')
+			buf = append(buf, label...)
 		}
-		keys = append(keys, k)
-		args = append(args, q.limit, (end+quotaKeySlack)/int64(time.Second), end/1000)
+		if model != "" {
+			buf = append(buf, ':')
+			buf = append(buf, model...)
+		}
+		n++
+		offs[n] = len(buf)
+	}
+	args := make([]any, 0, 2+3*(c.nb+c.nq))
+	args = append(args, nowArg, c.nb)
+	for i := 0; i < c.nb; i++ {
+		b := &c.buckets[i]
+		switch b.kind {
+		case kindRequests:
+			key("rq", "", b.group)
+		case kindElements:
+			key("el", "", b.group)
+		default:
+			key("sc", "", b.group)
+		}
+		args = append(args, b.interval, b.tolerance, b.cost)
+	}
+	for j := 0; j < c.nq; j++ {
+		q := &c.quotas[j]
+		suffix := "qm"
+		if q.period == periodDay {
+			suffix = "qd"
+		}
+		key(suffix, labels[j], q.model)
+		args = append(args, q.limit, (ends[j]+quotaKeySlack)/int64(time.Second), ends[j]/1000)
+	}
+	all := string(buf)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = all[offs[i]:offs[i+1]]
 	}
 	return keys, args
 }
 
-// micros formats ns as µs, exactly.
-func micros(ns int64) string {
-	return strconv.FormatFloat(float64(ns)/1000, 'f', -1, 64)
+// periodLabels caches the labels of the current day and month.
+type periodLabels struct {
+	day, month atomic.Pointer[periodLabel]
+}
+
+type periodLabel struct {
+	start, end int64 // ns
+	label      string
+}
+
+func (p *periodLabels) label(period uint8, now int64) (string, int64) {
+	cache := &p.month
+	if period == periodDay {
+		cache = &p.day
+	}
+	if l := cache.Load(); l != nil && now >= l.start && now < l.end {
+		return l.label, l.end
+	}
+	index, end := periodIndex(period, now)
+	start := end - nsPerDay
+	if period == periodMonth {
+		t := time.Unix(0, now).UTC()
+		start = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	}
+	l := &periodLabel{start: start, end: end, label: periodLabelOf(period, index)}
+	cache.Store(l)
+	return l.label, l.end
 }

@@ -17,12 +17,13 @@ import (
 // request waits in its own goroutine (there is no goroutine per waiter
 // besides it).
 //
-// While the queue is young it is first in, first out. Once its oldest
-// waiter has waited half the queue timeout, the server is overloaded and
-// the newest waiter is admitted first (adaptive LIFO): requests that are
-// admitted wait little, while the oldest, whose clients are likeliest to
-// have given up, time out. An arrival at a full queue displaces the oldest
-// waiter, which is refused at once.
+// While the queue comes and goes it is first in, first out. Once it has
+// not been empty for half the queue timeout, the server is overloaded and
+// the newest waiter is admitted first (adaptive LIFO, as in CoDel's
+// standing queue): requests that are admitted wait little, while the
+// oldest, whose clients are likeliest to have given up, time out. An
+// arrival at a full queue displaces the oldest waiter, which is refused at
+// once.
 //
 // The zero Shedder, and a nil one, refuse everything.
 type Shedder struct {
@@ -33,11 +34,12 @@ type Shedder struct {
 	retryAfter  time.Duration
 	now         func() time.Time
 
-	mu       sync.Mutex
-	inFlight int          // guarded by mu
-	queue    waiterList   // guarded by mu
-	pool     sync.Pool    // of *waiter
-	shed     atomic.Int64 // requests refused, for Stats
+	mu        sync.Mutex
+	inFlight  int          // guarded by mu
+	queue     waiterList   // guarded by mu
+	busySince time.Time    // when the queue last stopped being empty; guarded by mu
+	pool      sync.Pool    // of *waiter
+	shed      atomic.Int64 // requests refused, for Stats
 }
 
 // ShedStats are a Shedder's counters.
@@ -68,7 +70,6 @@ func NewShedder(cfg Shed) (*Shedder, error) {
 // waiter is a request waiting for a slot.
 type waiter struct {
 	ch         chan bool // receives true when given a slot, false when displaced
-	enqueued   time.Time
 	prev, next *waiter
 	queued     bool // in the queue; guarded by Shedder.mu
 }
@@ -145,7 +146,9 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 	if w == nil {
 		w = &waiter{ch: make(chan bool, 1)}
 	}
-	w.enqueued = s.now()
+	if s.queue.n == 0 {
+		s.busySince = s.now()
+	}
 	if s.queue.n >= s.maxQueue {
 		old := s.queue.head
 		s.queue.remove(old)
@@ -204,8 +207,8 @@ func (s *Shedder) releaseSlot() {
 		return
 	}
 	w := s.queue.head
-	if s.now().Sub(w.enqueued) >= s.timeout/2 {
-		w = s.queue.tail // overloaded: newest first
+	if s.now().Sub(s.busySince) >= s.timeout/2 {
+		w = s.queue.tail // a standing queue: overloaded, newest first
 	}
 	s.queue.remove(w)
 	w.ch <- true

@@ -124,6 +124,14 @@ func Ping(addr string) error {
 	return nil
 }
 
+// Pid returns the server's process id, or 0 when it is stopped.
+func (s *Server) Pid() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Stop kills the server (SIGKILL: it loses its data, as after a crash)
 // and waits for it to exit. It does nothing if the server is stopped.
 func (s *Server) Stop() {
