@@ -51,6 +51,11 @@ func watermarkedState(t *testing.T) (dir string, queries [][]float32, answers, t
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A fixed key, so the marks (and the figures in docs/watermark.md) are
+	// the same every run.
+	if err := os.WriteFile(filepath.Join(dir, watermark.KeyFile), bytes.Repeat([]byte{42}, watermark.KeySize), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	key, err := watermark.LoadOrCreateKey(filepath.Join(dir, watermark.KeyFile))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,10 @@ import (
 // Marker chooses the label each row of a response is answered with: the
 // model's, or a forensic watermark label (package watermark).
 type Marker interface {
+	// Marks reports whether answers of model may be marked. The guard
+	// locates labels only for those models, and refuses an answer of one
+	// whose label and scores it cannot locate.
+	Marks(model pipeline.Target) bool
 	// Mark is given the model version that answered, the request's inputs
 	// and each row's label as the model answered it (labels[r] for row r;
 	// the rows are the inputs' first dimension). It rewrites in labels the
@@ -73,19 +77,20 @@ func (g *Guard) PolicyFor(target pipeline.Target, principal *pipeline.Principal)
 
 func (g *Guard) shape(ctx context.Context, req *pipeline.Request, resp *pipeline.Response) error {
 	p := g.PolicyFor(req.Target, pipeline.PrincipalFrom(ctx))
-	if p.passThrough() && g.Marker == nil {
+	mark := g.Marker != nil && req.Target != nil && g.Marker.Marks(req.Target)
+	if p.passThrough() && !mark {
 		return nil
 	}
 	var specs []tensor.Spec
 	if s, ok := req.Target.(outputSpecs); ok {
 		specs = s.Outputs()
 	}
-	w, err := prepare(p, resp.Outputs, specs, needsLayout(p) || g.Marker != nil)
+	w, err := prepare(p, resp.Outputs, specs, needsLayout(p) || mark)
 	if err != nil {
 		return apierr.Wrap(apierr.Internal, fmt.Errorf("output policy: %w", err), "the model's outputs could not be shaped")
 	}
 	marked := false
-	if g.Marker != nil {
+	if mark {
 		if labels := w.rowLabels(); labels != nil {
 			answered := append([]int64(nil), labels...)
 			g.Marker.Mark(ctx, req.Target, req.Inputs, labels, w.l.classes)

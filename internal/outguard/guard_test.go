@@ -35,11 +35,16 @@ func (m *model) Infer(_ context.Context, req *pipeline.Request) (*pipeline.Respo
 	return resp, nil
 }
 
-// markerFunc is a fake Marker.
-type markerFunc func(ctx context.Context, model pipeline.Target, inputs []tensor.Tensor, labels []int64, classes int)
+// marker is a fake Marker.
+type marker struct {
+	MarksFunc func(model pipeline.Target) bool
+	MarkFunc  func(ctx context.Context, model pipeline.Target, inputs []tensor.Tensor, labels []int64, classes int)
+}
 
-func (f markerFunc) Mark(ctx context.Context, model pipeline.Target, inputs []tensor.Tensor, labels []int64, classes int) {
-	f(ctx, model, inputs, labels, classes)
+func (m marker) Marks(model pipeline.Target) bool { return m.MarksFunc(model) }
+
+func (m marker) Mark(ctx context.Context, model pipeline.Target, inputs []tensor.Tensor, labels []int64, classes int) {
+	m.MarkFunc(ctx, model, inputs, labels, classes)
 }
 
 func infer(t *testing.T, g *outguard.Guard, m *model, p *pipeline.Principal, req *pipeline.Request) (*pipeline.Response, error) {
@@ -109,10 +114,13 @@ func TestGuardIgnoresCallerParameters(t *testing.T) {
 func TestGuardMarksBeforeShaping(t *testing.T) {
 	var gotClasses int
 	var gotModel string
-	mark := markerFunc(func(_ context.Context, m pipeline.Target, _ []tensor.Tensor, labels []int64, classes int) {
-		gotModel, gotClasses = m.Name(), classes
-		labels[0] = 3 // row 0 answered 1; mark it 3
-	})
+	mark := marker{
+		MarksFunc: func(pipeline.Target) bool { return true },
+		MarkFunc: func(_ context.Context, m pipeline.Target, _ []tensor.Tensor, labels []int64, classes int) {
+			gotModel, gotClasses = m.Name(), classes
+			labels[0] = 3 // row 0 answered 1; mark it 3
+		},
+	}
 	for _, tc := range []struct {
 		name   string
 		policy outguard.Policy
@@ -199,5 +207,41 @@ func TestGuardRefusals(t *testing.T) {
 	}
 	if m2.released != 1 {
 		t.Errorf("response released %d times, want 1", m2.released)
+	}
+}
+
+func TestGuardMarksOnlyMarkedModels(t *testing.T) {
+	// multi_io's outputs cannot be told apart; served in full and not
+	// watermarked, its answers must not be refused for that.
+	outs := func() []pipeline.OutputTensor {
+		return outputs(fp32("sum", [][]float64{{1, 2}}), fp32("square", [][]float64{{1, 4}}))
+	}
+	called := false
+	m := marker{
+		MarksFunc: func(t pipeline.Target) bool { return t.Name() == "watermarked" },
+		MarkFunc:  func(context.Context, pipeline.Target, []tensor.Tensor, []int64, int) { called = true },
+	}
+	for _, tc := range []struct {
+		model   string
+		wantErr bool
+	}{
+		{"plain", false},
+		{"watermarked", true}, // a marked model whose labels cannot be found: refused
+	} {
+		g := &outguard.Guard{Policy: func(pipeline.Target) outguard.Policy { return outguard.Full() }, Marker: m}
+		h := pipeline.Chain(pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
+			req.Target = target{tc.model, nil}
+			return &pipeline.Response{Outputs: outs()}, nil
+		}), g.Stage)
+		resp, err := h.Infer(context.Background(), &pipeline.Request{})
+		if gotErr := err != nil; gotErr != tc.wantErr {
+			t.Errorf("%s: got error %v, want error: %v", tc.model, err, tc.wantErr)
+		}
+		if !tc.wantErr && len(resp.Outputs) != 2 {
+			t.Errorf("%s: got outputs %v", tc.model, names(resp.Outputs))
+		}
+	}
+	if called {
+		t.Error("Mark was called for a response whose labels could not be found")
 	}
 }

@@ -26,6 +26,11 @@ type Service struct {
 	Now func() time.Time
 }
 
+// Marks implements outguard.Marker: the models Models gives a watermarker.
+func (s *Service) Marks(model pipeline.Target) bool {
+	return s.Models != nil && model != nil && s.Models(model) != nil
+}
+
 // Mark implements outguard.Marker: every row whose label is in range is
 // hashed; the marked ones get their watermark label and their pair is
 // queued for recording under the request's principal.
