@@ -104,6 +104,9 @@ func TestCalibrationPRADA(t *testing.T) {
 	loadFixtures(t)
 	cfg := testConfig(t).PRADA
 	streams := 40
+	if raceEnabled {
+		streams = 12
+	}
 	if *calibrate {
 		streams = 5000
 		if *calibrateDelta > 0 {
@@ -168,6 +171,33 @@ func TestCalibrationKNN(t *testing.T) {
 		streams, cfg.Window, most, cfg.AlarmCount, cfg.Threshold)
 	if most >= cfg.AlarmCount {
 		t.Errorf("a benign stream had %d suspicious queries in a window, alarm count %d", most, cfg.AlarmCount)
+	}
+	if *calibrate {
+		// Why k = 1: the share of small-step queries below each k's own
+		// benign 0.1% threshold.
+		for _, k := range []int{1, 3, 5, 10} {
+			kc := cfg
+			kc.K = k
+			th, err := CalibrateKNN(fixtures.reference, k, 0.001)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kc.Threshold = th
+			below, scored := 0, 0
+			for seed := range uint64(10) {
+				var s knnState
+				best := make([]float32, k)
+				for _, q := range jbdaStream(rand.New(rand.NewPCG(seed, 6)), 10, 300, 0.5) {
+					if r := s.observe(q.x, &kc, 64, best); r.scored {
+						scored++
+						if r.dist < th {
+							below++
+						}
+					}
+				}
+			}
+			t.Logf("k=%d: threshold %.2f; jacobian λ=0.5: %.0f%% of scored queries below it", k, th, 100*float64(below)/float64(scored))
+		}
 	}
 	for _, lambda := range []float32{0.25, 0.5, 1, 1.6} {
 		counts := 0

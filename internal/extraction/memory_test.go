@@ -17,7 +17,7 @@ func TestStateBoundedPerPrincipal(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	n := 100_000
 	if testing.Short() || raceEnabled {
-		n = 20_000 // the bound is reached after about 2,000
+		n = 5_000 // every ring is full after about 2,000
 	}
 	x := make([]float32, 64)
 	for i := range n {
