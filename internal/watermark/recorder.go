@@ -168,27 +168,35 @@ func (r *Recorder) run() {
 }
 
 func (r *Recorder) write(batch []item) {
-	n := 0
+	n, failed := 0, 0
 	for _, it := range batch {
 		if it.flushed == nil {
 			n++
 		}
 	}
 	if n > 0 {
-		if err := r.db.Update(func(tx *bolt.Tx) error {
+		// A pair that cannot be stored (a principal ID too long for a
+		// bucket name, a pair without a MAC) is skipped, not allowed to
+		// take the rest of the batch with it.
+		err := r.db.Update(func(tx *bolt.Tx) error {
+			failed = 0
 			root := tx.Bucket(bucketRoot)
 			for _, it := range batch {
-				if it.flushed == nil {
-					if err := r.putLocked(root, it.principal, &it.pair); err != nil {
-						return err
-					}
+				if it.flushed != nil {
+					continue
+				}
+				if err := r.putLocked(root, it.principal, &it.pair); err != nil {
+					failed++
+					r.log.Error("watermark pair not recorded", "principal", it.principal, "err", err)
 				}
 			}
 			return nil
-		}); err != nil {
-			r.failed.Add(uint64(n))
+		})
+		if err != nil {
+			failed = n
 			r.log.Error("watermark pairs not recorded", "pairs", n, "err", err)
 		}
+		r.failed.Add(uint64(failed))
 	}
 	for _, it := range batch {
 		if it.flushed != nil {
@@ -203,6 +211,12 @@ func (r *Recorder) putLocked(root *bolt.Bucket, principal string, p *Pair) error
 	if principal == "" {
 		principal = "-"
 	}
+	if len(p.MAC) == 0 {
+		return errors.New("pair without a MAC")
+	}
+	if len(principal) > bolt.MaxKeySize {
+		return fmt.Errorf("principal ID of %d bytes", len(principal))
+	}
 	pb, err := root.CreateBucketIfNotExists([]byte(principal))
 	if err != nil {
 		return fmt.Errorf("principal %q: %w", principal, err)
@@ -214,9 +228,6 @@ func (r *Recorder) putLocked(root *bolt.Bucket, principal string, p *Pair) error
 	macs, err := pb.CreateBucketIfNotExists(bucketMACs)
 	if err != nil {
 		return err
-	}
-	if len(p.MAC) == 0 {
-		return errors.New("pair without a MAC")
 	}
 	if macs.Get(p.MAC) != nil {
 		return nil // this input is already recorded
