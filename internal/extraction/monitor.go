@@ -78,6 +78,7 @@ type subject struct {
 	alarmSince       [numDetectors]time.Time
 	alarmLast        [numDetectors]time.Time // condition last met
 	groupNames       []string
+	forgotten        bool // removed from its table (Reset or eviction)
 }
 
 // ErrClosed is returned by Observe after Close.
@@ -148,6 +149,7 @@ func (m *Monitor) Observe(principal string, groups []string, x []float32, label 
 	defer m.closeMu.RUnlock()
 	if m.closed.Load() {
 		m.stats.dropped.Add(1)
+		m.pool.Put(msg)
 		return
 	}
 	select {
@@ -245,7 +247,8 @@ func (m *Monitor) reset(name string, group bool) {
 	if group {
 		table = &m.groups
 	}
-	if _, ok := table.LoadAndDelete(name); ok {
+	if v, ok := table.LoadAndDelete(name); ok {
+		v.(*subject).forgotten = true
 		m.stats.subjects.Add(-1)
 	}
 }
@@ -261,7 +264,7 @@ func (m *Monitor) process(msg *message) {
 		isOOD = m.cfg.OOD.OOD(msg.x)
 	}
 	p := m.lookup(msg.principal, false, now)
-	if p != nil && !slices.Equal(p.groupNames, msg.groups) {
+	if p != nil && (!slices.Equal(p.groupNames, msg.groups) || anyForgotten(*p.member.Load())) {
 		gs := make([]*subject, 0, len(msg.groups))
 		for _, name := range msg.groups {
 			if g := m.lookup(name, true, now); g != nil {
@@ -283,6 +286,15 @@ func (m *Monitor) process(msg *message) {
 			}
 		}
 	}
+}
+
+func anyForgotten(gs []*subject) bool {
+	for _, g := range gs {
+		if g.forgotten {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup returns the subject, creating it (and evicting another if

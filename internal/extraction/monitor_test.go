@@ -323,3 +323,23 @@ func TestCalibrateKNN(t *testing.T) {
 		t.Errorf("one sample: got %v, want ErrConfig", err)
 	}
 }
+
+// TestGroupResetRejoins: after a group is reset, its members' next
+// observations reach a fresh group that Status can see.
+func TestGroupResetRejoins(t *testing.T) {
+	m := newMonitor(t, testConfig(t))
+	rng := rand.New(rand.NewPCG(5, 5))
+	qs := benignStream(rng, 2)
+	m.Observe("key:a", []string{"tenant:t"}, qs[0].x, qs[0].label)
+	m.Flush()
+	m.Reset("tenant:t", true)
+	if _, ok := m.Status("tenant:t", true); ok {
+		t.Fatal("group still tracked after Reset")
+	}
+	m.Observe("key:a", []string{"tenant:t"}, qs[1].x, qs[1].label)
+	m.Flush()
+	st, ok := m.Status("tenant:t", true)
+	if !ok || st.Queries != 1 {
+		t.Errorf("group after rejoining: %+v (found %v), want 1 query", st, ok)
+	}
+}
