@@ -309,24 +309,51 @@ func topK(v []float64, cols, k int) ([]float64, []int64) {
 	}
 	vals := make([]float64, 0, rows*k)
 	idx := make([]int64, 0, rows*k)
+	// before reports whether element a of row ranks before element b.
+	before := func(row []float64, a, b int) bool {
+		x, y := row[a], row[b]
+		switch {
+		case math.IsNaN(y):
+			return !math.IsNaN(x) || a < b
+		case math.IsNaN(x):
+			return false
+		case x != y:
+			return x > y
+		}
+		return a < b
+	}
+	if k <= 8 {
+		// Selection: k passes over the row, cheaper than sorting for the
+		// small k served in practice.
+		taken := make([]bool, cols)
+		for r := range rows {
+			row := v[r*cols : (r+1)*cols]
+			clear(taken)
+			for range k {
+				best := -1
+				for i := range row {
+					if !taken[i] && (best < 0 || before(row, i, best)) {
+						best = i
+					}
+				}
+				taken[best] = true
+				vals = append(vals, row[best])
+				idx = append(idx, int64(best))
+			}
+		}
+		return vals, idx
+	}
 	order := make([]int, cols)
 	for r := range rows {
 		row := v[r*cols : (r+1)*cols]
 		for i := range order {
 			order[i] = i
 		}
-		slices.SortStableFunc(order, func(a, b int) int {
-			x, y := row[a], row[b]
-			switch {
-			case math.IsNaN(x) && math.IsNaN(y):
-				return 0
-			case math.IsNaN(x):
-				return 1
-			case math.IsNaN(y):
+		slices.SortFunc(order, func(a, b int) int {
+			if before(row, a, b) {
 				return -1
-			case x > y:
-				return -1
-			case x < y:
+			}
+			if before(row, b, a) {
 				return 1
 			}
 			return 0
