@@ -23,7 +23,7 @@ const (
 
 // DefaultRate is the fraction of answers marked when the configuration
 // does not say: 2.5%, so that 2,000 answers carry about 50 marks while
-// 97.5% of answers stay exact. A surrogate that reproduces 23 of them
+// 97.5% of answers stay exact. A surrogate that reproduces 21 of them
 // (and no other wrong answer) is identified with p < 2^-64.
 const DefaultRate = 0.025
 
