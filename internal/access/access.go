@@ -263,6 +263,9 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 // Principal returns who is asking.
 func (t *Ticket) Principal() *pipeline.Principal { return t.principal }
 
+// Client returns the caller's address.
+func (t *Ticket) Client() string { return t.rec.Client }
+
 // RequestID returns the request's id.
 func (t *Ticket) RequestID() string { return t.rec.RequestID }
 

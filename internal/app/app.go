@@ -25,6 +25,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/doctor"
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/keys"
+	"github.com/aegis-inference/aegis/internal/monitor"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/pipeline"
@@ -58,6 +59,7 @@ type Server struct {
 	tls      *tlsconf.Manager // nil when plaintext
 	access   *accessParts
 	limiter  *ratelimit.Limiter // nil when authentication is disabled
+	monitors *monitor.Monitors  // nil when extraction monitoring is off
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -168,6 +170,10 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		}
 		stages = append(stages, s.limiter.Stage())
 	}
+	if !cfg.Extraction.Disabled {
+		s.monitors = newMonitors(cfg.Extraction, s.access.gate, log)
+		stages = append(stages, s.monitors.Stage())
+	}
 	handler := pipeline.Chain(&infer.Handler{Registry: reg}, stages...)
 
 	s.http = &http.Server{
@@ -261,6 +267,9 @@ func (s *Server) adminAPI() http.Handler {
 	}
 	if s.access.audit != nil {
 		o.AuditStatus = func() any { return s.AuditStatus() }
+	}
+	if s.monitors != nil {
+		o.ExtractionStatus = func() any { return s.monitors.Status() }
 	}
 	return adminapi.New(o)
 }
@@ -370,6 +379,9 @@ func (s *Server) shutdown() {
 		s.grpc.Stop()
 	}
 	s.Registry.Close()
+	if s.monitors != nil {
+		s.monitors.Close()
+	}
 	if s.limiter != nil {
 		s.limiter.Close() // writes quota counters a last time
 	}

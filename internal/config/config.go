@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/aegis-inference/aegis/internal/extraction"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 )
 
@@ -65,6 +66,27 @@ type Config struct {
 	// RateLimit limits each principal's requests, batch elements,
 	// concurrency and quotas, and sheds load globally (docs/ratelimit.md).
 	RateLimit ratelimit.Config `yaml:"ratelimit"`
+	// Extraction monitors models whose config.yaml has an extraction
+	// section (docs/extraction-detection.md).
+	Extraction Extraction `yaml:"extraction"`
+}
+
+// Extraction configures extraction monitoring.
+type Extraction struct {
+	// Disabled turns monitoring off for every model.
+	Disabled bool `yaml:"disabled"`
+	// Policy maps a principal's risk to actions: alert, throttle, degrade
+	// (label only), block. A threshold above 1 never applies.
+	Policy extraction.Policy `yaml:"policy"`
+	// GroupByNetwork and GroupByTenant also watch principals together by
+	// client network (/24, /48) and by identity provider group, since
+	// attackers split their queries over many accounts.
+	GroupByNetwork bool `yaml:"group_by_network"`
+	GroupByTenant  bool `yaml:"group_by_tenant"`
+	// ThrottleRetry is the Retry-After given to a throttled principal.
+	ThrottleRetry time.Duration `yaml:"throttle_retry"`
+	// WebhookURL, when set, receives every alert as a JSON POST.
+	WebhookURL string `yaml:"webhook_url"`
 }
 
 // TLS configures transport security for the REST and gRPC listeners.
@@ -293,6 +315,12 @@ func Default() Config {
 			CheckpointInterval: time.Minute,
 		},
 		RateLimit: ratelimit.Default(),
+		Extraction: Extraction{
+			Policy:         extraction.DefaultPolicy(),
+			GroupByNetwork: true,
+			GroupByTenant:  true,
+			ThrottleRetry:  time.Second,
+		},
 	}
 }
 
@@ -398,6 +426,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RateLimit.Validate("ratelimit"); err != nil {
 		return err
+	}
+	if !c.Extraction.Disabled {
+		if err := c.Extraction.Policy.Validate(); err != nil {
+			return fmt.Errorf("extraction.%w", err)
+		}
+		if u := c.Extraction.WebhookURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+			return fmt.Errorf("extraction.webhook_url: %q is not an http(s) URL", u)
+		}
 	}
 	needState := (!c.Auth.Disabled && c.Auth.PepperFile == "") ||
 		(!c.Audit.Disabled && (c.Audit.Path == "" || c.Audit.KeyDir == ""))

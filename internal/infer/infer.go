@@ -65,6 +65,7 @@ func (h *Handler) Infer(ctx context.Context, req *pipeline.Request) (*pipeline.R
 		Version: v.Version(),
 		ID:      req.ID,
 		Outputs: make([]pipeline.OutputTensor, len(idx)),
+		All:     res.Outputs,
 	}
 	for i, j := range idx {
 		resp.Outputs[i] = pipeline.OutputTensor{Tensor: res.Outputs[j], Binary: bin[i]}

@@ -76,6 +76,10 @@ type Response struct {
 	Version string
 	ID      string
 	Outputs []OutputTensor
+	// All holds every output the model computed, requested or not, until
+	// Release: stages that must see the prediction (extraction monitoring)
+	// read it here whatever outputs the caller asked for.
+	All []tensor.Tensor
 	// release frees the memory behind the outputs' data.
 	release func()
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/state"
-	"github.com/aegis-inference/aegis/internal/validate"
 )
 
 // Options configure a Registry.
@@ -166,7 +165,7 @@ func (r *Registry) retire(v *Version) {
 func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string, []Failure) {
 	var fails []Failure
 	var loaded []string
-	rt, policy, rules, cfgPrint, err := r.modelConfig(dir)
+	rt, policy, mc, cfgPrint, err := r.readModelConfig(dir)
 	keepPrev := func() *Model {
 		if prev != nil && len(prev.Versions) > 0 {
 			return prev
@@ -203,7 +202,7 @@ func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string,
 				continue
 			}
 		}
-		v, err := loadVersion(vdir, name, n, rt, policy, rules, r.opts)
+		v, err := loadVersion(vdir, name, n, rt, policy, mc, r.opts)
 		if err != nil {
 			fails = append(fails, Failure{Model: name, Version: e.Name(), Err: err})
 			if pv := prevBy[n]; pv != nil {
@@ -222,13 +221,8 @@ func (r *Registry) reloadModel(dir, name string, prev *Model) (*Model, []string,
 	return m, loaded, fails
 }
 
-// modelConfig reads a model's config.yaml and returns its session settings,
-// deployment policy, input constraints and a fingerprint of the file.
-func (r *Registry) modelConfig(dir string) (config.Runtime, *deploy.Policy, *validate.Rules, string, error) {
-	rt, policy, mc, print, err := r.readModelConfig(dir)
-	return rt, policy, mc.Validation, print, err
-}
-
+// readModelConfig reads a model's config.yaml and returns its session
+// settings, deployment policy, the whole file and a fingerprint of it.
 func (r *Registry) readModelConfig(dir string) (config.Runtime, *deploy.Policy, ModelConfig, string, error) {
 	var mc ModelConfig
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))

@@ -68,6 +68,8 @@ type ModelConfig struct {
 	Deploy *config.Deploy `yaml:"deploy"`
 	// Validation constrains the model's input values beyond its signature.
 	Validation *validate.Rules `yaml:"validation"`
+	// Extraction turns on extraction monitoring for the model.
+	Extraction *ExtractionConfig `yaml:"extraction"`
 }
 
 // Version is one loaded model version.
@@ -81,6 +83,7 @@ type Version struct {
 	loadedAt  time.Time
 
 	checker     *validate.Checker // the model's input constraints
+	extraction  *ExtractionSpec   // nil unless the model is monitored
 	fingerprint string            // what the version directory held when loaded
 	refs        sync.WaitGroup    // requests using the version (see Registry.Acquire)
 }
@@ -135,7 +138,7 @@ type Failure struct {
 // loadVersion loads a version directory holding model.onnx or, encrypted,
 // model.onnx.age. Encrypted plaintext exists only in protected memory, and
 // is wiped as soon as ONNX Runtime has its own copy.
-func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Policy, rules *validate.Rules, opts Options) (*Version, error) {
+func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Policy, mc ModelConfig, opts Options) (*Version, error) {
 	plainPath := filepath.Join(dir, ModelFile)
 	sealedPath := plainPath + seal.Suffix
 	hasPlain, hasSealed := exists(plainPath), exists(sealedPath)
@@ -187,7 +190,12 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	checker, err := validate.Compile(rules, s.Inputs())
+	checker, err := validate.Compile(mc.Validation, s.Inputs())
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)
+	}
+	ext, err := loadExtraction(mc.Extraction, filepath.Dir(dir), s.Inputs(), s.Outputs())
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)
@@ -197,8 +205,11 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 		return nil, err
 	}
 	return &Version{model: name, version: n, session: s, digest: digestHex,
-		encrypted: encrypted, decision: decision, loadedAt: time.Now(), checker: checker}, nil
+		encrypted: encrypted, decision: decision, loadedAt: time.Now(), checker: checker, extraction: ext}, nil
 }
+
+// Extraction returns the version's extraction monitoring, or nil.
+func (v *Version) Extraction() *ExtractionSpec { return v.extraction }
 
 // Checker returns the version's input constraints (never nil).
 func (v *Version) Checker() *validate.Checker { return v.checker }

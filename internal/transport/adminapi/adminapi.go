@@ -40,7 +40,10 @@ type Options struct {
 	ReloadModels func() (any, error)
 	// AuditStatus reports the audit log's state.
 	AuditStatus func() any
-	Logger      *slog.Logger
+	// ExtractionStatus reports extraction monitoring: alerts and the
+	// principals and groups watched, per model.
+	ExtractionStatus func() any
+	Logger           *slog.Logger
 }
 
 // maxBody bounds an admin request body.
@@ -69,6 +72,11 @@ func New(opts Options) http.Handler {
 	if opts.AuditStatus != nil {
 		mux.HandleFunc("GET /admin/v1/audit/status", a.permit(authz.AuditRead, func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, opts.AuditStatus())
+		}))
+	}
+	if opts.ExtractionStatus != nil {
+		mux.HandleFunc("GET /admin/v1/extraction/status", a.permit(authz.AuditRead, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, opts.ExtractionStatus())
 		}))
 	}
 	return mux

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/servertest"
+)
+
+// TestExtractionMonitoring: a model monitored for extraction (its
+// config.yaml names the input, the label output and a reference sample).
+// A principal sending uniform random queries is flagged within the first
+// few dozen, audited as an extraction alarm, and throttled (429); a
+// principal replaying natural held-out digits is never flagged; the admin
+// API shows the alarm.
+func TestExtractionMonitoring(t *testing.T) {
+	root := servertest.RepoRoot(t)
+	repo := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
+	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte(fmt.Sprintf(
+		"extraction:\n  input: input\n  label_output: label\n  reference: %s\n",
+		filepath.Join(root, "testdata", "extraction", "digits-reference.json"))))
+	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg.Extraction.GroupByNetwork = false // attacker and benign client share 127.0.0.1 here
+	attacker := "Bearer " + servertest.CreateKey(t, cfg, "attacker", []string{"scorer"}, pipeline.Scopes{}, 0)
+	benign := "Bearer " + servertest.CreateKey(t, cfg, "benign", []string{"scorer"}, pipeline.Scopes{}, 0)
+	operator := "Bearer " + servertest.CreateKey(t, cfg, "operator", []string{"operator"}, pipeline.Scopes{}, 0)
+	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
+	hc := a.httpClient(t, nil)
+	infer := servertest.Path("digits", "")
+
+	var held struct {
+		Inputs [][]float64 `json:"inputs"`
+	}
+	hb, err := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
+	if err != nil || json.Unmarshal(hb, &held) != nil {
+		t.Fatal("held-out digits", err)
+	}
+	body := func(row []float64) []byte {
+		s := make([]string, len(row))
+		for i, v := range row {
+			s[i] = fmt.Sprint(v)
+		}
+		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
+	}
+	// Benign traffic first, then the attack, then benign traffic again.
+	for i := 0; i < 100; i++ {
+		if o := a.rest(t, hc, "POST", infer, benign, body(held.Inputs[i])); o.status != 200 {
+			t.Fatalf("benign query %d: %+v", i, o)
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	throttledAt := 0
+	for q := 1; q <= 300 && throttledAt == 0; q++ {
+		row := make([]float64, 64)
+		for i := range row {
+			row[i] = float64(rng.IntN(17))
+		}
+		o := a.rest(t, hc, "POST", infer, attacker, body(row))
+		switch o.status {
+		case 200:
+		case 429:
+			throttledAt = q
+		default:
+			t.Fatalf("attack query %d: %+v", q, o)
+		}
+	}
+	if throttledAt == 0 {
+		t.Fatal("uniform random queries were never throttled within 300")
+	}
+	t.Logf("attacker throttled at query %d", throttledAt)
+	for i := 100; i < 200; i++ {
+		if o := a.rest(t, hc, "POST", infer, benign, body(held.Inputs[i])); o.status != 200 {
+			t.Fatalf("benign query %d after the attack: %+v", i, o)
+		}
+	}
+	o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", operator, nil)
+	if o.status != 200 {
+		t.Fatalf("extraction status: %+v", o)
+	}
+	var st struct {
+		Models []struct {
+			Model  string
+			Alerts []struct {
+				Subject string
+				Action  string
+			}
+			Subjects []struct {
+				Subject string
+				Risk    float64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(o.msg), &st); err != nil || len(st.Models) != 1 {
+		t.Fatalf("status %s: %v", o.msg, err)
+	}
+	attackerID := "key:" + strings.Split(strings.TrimPrefix(attacker, "Bearer "), "_")[1]
+	benignID := "key:" + strings.Split(strings.TrimPrefix(benign, "Bearer "), "_")[1]
+	alarmed := map[string]bool{}
+	for _, al := range st.Models[0].Alerts {
+		alarmed[al.Subject] = true
+	}
+	if !alarmed[attackerID] || alarmed[benignID] {
+		t.Errorf("alerts for %v; want the attacker %s and not the benign client", alarmed, attackerID)
+	}
+	if o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", attacker, nil); o.status != 403 {
+		t.Errorf("extraction status for a scorer: %d, want 403", o.status)
+	}
+	_, all := a.auditRecords(t)
+	events := 0
+	for _, r := range all {
+		if r["type"] == "event" && r["kind"] == "extraction-alarm" && r["principal"] == attackerID {
+			events++
+		}
+		if r["type"] == "event" && r["principal"] == benignID {
+			t.Errorf("benign client in an audit event: %v", r)
+		}
+	}
+	if events == 0 {
+		t.Error("no extraction-alarm event in the audit log")
+	}
+}

@@ -1,0 +1,278 @@
+// Package monitor puts extraction monitoring (internal/extraction) on the
+// request path: one Monitor per model whose config.yaml has an extraction
+// section, fitted from the model's reference sample the first time it is
+// used; before inference the principal's action (block, throttle,
+// degrade), after it the observation, off the critical path.
+package monitor
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/aegis-inference/aegis/internal/access"
+	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/extraction"
+	"github.com/aegis-inference/aegis/internal/ood"
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/repository"
+	"github.com/aegis-inference/aegis/internal/tensor"
+)
+
+// Options configure monitoring.
+type Options struct {
+	// Policy maps risk to actions (extraction.DefaultPolicy when zero).
+	Policy extraction.Policy
+	// GroupByNetwork and GroupByTenant aggregate principals by client
+	// network (/24, /48) and by their identity provider groups.
+	GroupByNetwork, GroupByTenant bool
+	// ThrottleRetry is the Retry-After of a throttled request.
+	ThrottleRetry time.Duration
+	// OnAlert receives every alert (to audit and forward it).
+	OnAlert func(model string, a extraction.Alert)
+	Logger  *slog.Logger
+}
+
+// Monitors holds the per-model monitors.
+type Monitors struct {
+	opts Options
+	mu   sync.Mutex
+	byM  map[string]*entry
+}
+
+type entry struct {
+	mon    *extraction.Monitor
+	spec   *repository.ExtractionSpec
+	mu     sync.Mutex
+	alerts []extraction.Alert // the latest maxAlerts, oldest first
+	done   chan struct{}
+}
+
+const maxAlerts = 10000
+
+// New returns empty monitors; Close stops them.
+func New(opts Options) *Monitors {
+	if opts.Policy == (extraction.Policy{}) {
+		opts.Policy = extraction.DefaultPolicy()
+	}
+	if opts.ThrottleRetry <= 0 {
+		opts.ThrottleRetry = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Monitors{opts: opts, byM: map[string]*entry{}}
+}
+
+func (m *Monitors) get(model string) *entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byM[model]
+}
+
+// monitorFor returns model's monitor, creating it from spec.
+func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.byM[model]; e != nil {
+		return e, nil
+	}
+	ref := make([][]float64, len(spec.Reference))
+	for i, row := range spec.Reference {
+		ref[i] = make([]float64, len(row))
+		for j, v := range row {
+			ref[i][j] = float64(v)
+		}
+	}
+	om, err := ood.Fit(ref, ood.DefaultOptions())
+	if err != nil {
+		return nil, fmt.Errorf("model %s: fit the out-of-distribution scorer: %w", model, err)
+	}
+	cfg := extraction.Default(spec.Dim)
+	cfg.OOD = om
+	if cfg.KNN.Threshold, err = extraction.CalibrateKNN(spec.Reference, cfg.KNN.K, 0.001); err != nil {
+		return nil, fmt.Errorf("model %s: calibrate the kNN detector: %w", model, err)
+	}
+	cfg.Policy = m.opts.Policy
+	mon, err := extraction.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", model, err)
+	}
+	e := &entry{mon: mon, spec: spec, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		for a := range mon.Alerts() {
+			e.mu.Lock()
+			if len(e.alerts) == maxAlerts {
+				e.alerts = e.alerts[1:]
+			}
+			e.alerts = append(e.alerts, a)
+			e.mu.Unlock()
+			if m.opts.OnAlert != nil {
+				m.opts.OnAlert(model, a)
+			}
+		}
+	}()
+	m.byM[model] = e
+	m.opts.Logger.Info("extraction monitoring on", "model", model, "features", spec.Dim, "reference_rows", len(spec.Reference),
+		"knn_threshold", cfg.KNN.Threshold)
+	return e, nil
+}
+
+// Close stops every monitor.
+func (m *Monitors) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.byM {
+		e.mon.Close()
+		<-e.done
+	}
+	m.byM = map[string]*entry{}
+}
+
+// Errors for refused principals; messages say nothing of the detectors.
+var (
+	errBlocked = apierr.New(apierr.PermissionDenied, "access to this model is suspended for this credential")
+)
+
+// Stage returns the pipeline stage.
+func (m *Monitors) Stage() pipeline.Stage {
+	return func(next pipeline.Handler) pipeline.Handler {
+		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
+			p := pipeline.PrincipalFrom(ctx)
+			if p == nil {
+				return next.Infer(ctx, req)
+			}
+			degrade := false
+			if e := m.get(req.Model); e != nil {
+				switch e.mon.Decision(p.ID) {
+				case extraction.ActionBlock:
+					return nil, errBlocked
+				case extraction.ActionThrottle:
+					// Throttled principals get one request per
+					// ThrottleRetry at most: the rate limiter is per
+					// principal; here the simplest bound is to refuse and
+					// ask to wait.
+					return nil, &apierr.Error{Kind: apierr.ResourceExhausted, Msg: "rate limit exceeded", RetryAfter: m.opts.ThrottleRetry}
+				case extraction.ActionDegrade:
+					degrade = true
+				}
+			}
+			resp, err := next.Infer(ctx, req)
+			if err != nil {
+				return resp, err
+			}
+			v, _ := req.Target.(*repository.Version)
+			if v == nil || v.Extraction() == nil {
+				return resp, nil
+			}
+			e, err := m.monitorFor(req.Model, v.Extraction())
+			if err != nil {
+				m.opts.Logger.Error("extraction monitoring unavailable", "err", err)
+				return resp, nil
+			}
+			m.observe(ctx, e, p, req, resp)
+			if degrade {
+				keepLabelOnly(resp, e.spec.LabelOutput)
+				req.Flags = append(req.Flags, "extraction:degraded")
+			}
+			return resp, nil
+		})
+	}
+}
+
+// observe hands the request's rows and predicted labels to the monitor.
+func (m *Monitors) observe(ctx context.Context, e *entry, p *pipeline.Principal, req *pipeline.Request, resp *pipeline.Response) {
+	var in, lab *tensor.Tensor
+	for i := range req.Inputs {
+		if req.Inputs[i].Name == e.spec.Input {
+			in = &req.Inputs[i]
+		}
+	}
+	for i := range resp.All {
+		if resp.All[i].Name == e.spec.LabelOutput {
+			lab = &resp.All[i]
+		}
+	}
+	if in == nil || lab == nil || in.DType != tensor.FP32 || lab.DType != tensor.Int64 {
+		return
+	}
+	n := len(lab.Data) / 8
+	if len(in.Data) != n*e.spec.Dim*4 {
+		return
+	}
+	rows := make([]float32, n*e.spec.Dim)
+	for i := range rows {
+		rows[i] = math.Float32frombits(binary.LittleEndian.Uint32(in.Data[4*i:]))
+	}
+	labels := make([]int, n)
+	for i := range labels {
+		labels[i] = int(int64(binary.LittleEndian.Uint64(lab.Data[8*i:])))
+	}
+	e.mon.ObserveBatch(p.ID, m.groups(ctx, p), rows, labels)
+}
+
+// groups returns the principal's group keys.
+func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal) []string {
+	var g []string
+	if m.opts.GroupByNetwork {
+		if t := access.TicketFrom(ctx); t != nil {
+			if ap, err := netip.ParseAddrPort(t.Client()); err == nil {
+				g = append(g, extraction.NetGroup(ap.Addr()))
+			}
+		}
+	}
+	if m.opts.GroupByTenant {
+		for _, name := range p.Groups {
+			g = append(g, extraction.TenantGroup(name))
+		}
+	}
+	return g
+}
+
+// keepLabelOnly drops every output but the predicted label.
+func keepLabelOnly(resp *pipeline.Response, label string) {
+	out := resp.Outputs[:0]
+	for _, o := range resp.Outputs {
+		if o.Name == label {
+			out = append(out, o)
+		}
+	}
+	if len(out) == 0 {
+		for i := range resp.All {
+			if resp.All[i].Name == label {
+				out = append(out, pipeline.OutputTensor{Tensor: resp.All[i]})
+			}
+		}
+	}
+	resp.Outputs = out
+}
+
+// ModelStatus is one model's monitoring state, for the admin API.
+type ModelStatus struct {
+	Model    string              `json:"model"`
+	Alerts   []extraction.Alert  `json:"alerts"`
+	Subjects []extraction.Status `json:"subjects"`
+	Stats    extraction.Stats    `json:"stats"`
+}
+
+// Status returns every model's alerts (oldest first) and subjects
+// (riskiest first).
+func (m *Monitors) Status() map[string][]ModelStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []ModelStatus{}
+	for name, e := range m.byM {
+		e.mon.Flush()
+		e.mu.Lock()
+		alerts := append([]extraction.Alert{}, e.alerts...)
+		e.mu.Unlock()
+		out = append(out, ModelStatus{Model: name, Alerts: alerts, Subjects: e.mon.Snapshot(), Stats: e.mon.Stats()})
+	}
+	return map[string][]ModelStatus{"models": out}
+}
