@@ -71,6 +71,9 @@ func (b *batcher) do(ctx context.Context, keys []string, args []any) (int64, err
 	case <-ctx.Done():
 		// The worker still owns c: leave it to the garbage collector.
 		return 0, ctx.Err()
+	case <-b.stop:
+		// Closed with c perhaps never taken: abandon it too.
+		return 0, redis.ErrClosed
 	}
 	res, err := c.res, c.err
 	*c = call{done: c.done}

@@ -17,13 +17,16 @@ import (
 // request waits in its own goroutine (there is no goroutine per waiter
 // besides it).
 //
-// While the queue comes and goes it is first in, first out. Once it has
-// not been empty for half the queue timeout, the server is overloaded and
-// the newest waiter is admitted first (adaptive LIFO, as in CoDel's
-// standing queue): requests that are admitted wait little, while the
-// oldest, whose clients are likeliest to have given up, time out. An
-// arrival at a full queue displaces the oldest waiter, which is refused at
-// once.
+// While the queue comes and goes it is first in, first out, and a request
+// waits at most QueueTimeout. The gate is overloaded when the queue has
+// not been empty for half the timeout (a standing queue, as CoDel calls
+// it) or it has refused a request within the last timeout. Then the
+// newest waiter is admitted first (adaptive LIFO), and waiters that have
+// waited longer than requests take to run (a moving average of how long
+// slots are held) are refused at once, since their latency would at least
+// double (even if that leaves a slot free for the next arrival). Admitted
+// requests thus wait little, and refused ones learn it quickly. An arrival at a full queue displaces the oldest waiter, which
+// is refused at once.
 //
 // The zero Shedder, and a nil one, refuse everything.
 type Shedder struct {
@@ -35,11 +38,13 @@ type Shedder struct {
 	now         func() time.Time
 
 	mu        sync.Mutex
-	inFlight  int          // guarded by mu
-	queue     waiterList   // guarded by mu
-	busySince time.Time    // when the queue last stopped being empty; guarded by mu
-	pool      sync.Pool    // of *waiter
-	shed      atomic.Int64 // requests refused, for Stats
+	inFlight  int           // guarded by mu
+	queue     waiterList    // guarded by mu
+	busySince time.Time     // when the queue last stopped being empty; guarded by mu
+	avgHold   time.Duration // moving average of how long slots are held; guarded by mu
+	lastShed  time.Time     // when a request was last refused; guarded by mu
+	pool      sync.Pool     // of *waiter
+	shed      atomic.Int64  // requests refused, for Stats
 }
 
 // ShedStats are a Shedder's counters.
@@ -70,6 +75,7 @@ func NewShedder(cfg Shed) (*Shedder, error) {
 // waiter is a request waiting for a slot.
 type waiter struct {
 	ch         chan bool // receives true when given a slot, false when displaced
+	enqueued   time.Time
 	prev, next *waiter
 	queued     bool // in the queue; guarded by Shedder.mu
 }
@@ -136,9 +142,10 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 	if s.inFlight < s.maxInFlight {
 		s.inFlight++
 		s.mu.Unlock()
-		return s.releaser(), nil
+		return s.releaser(s.now()), nil
 	}
 	if s.maxQueue == 0 {
+		s.lastShed = s.now()
 		s.mu.Unlock()
 		return func() {}, s.overloaded()
 	}
@@ -146,13 +153,15 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 	if w == nil {
 		w = &waiter{ch: make(chan bool, 1)}
 	}
+	w.enqueued = s.now()
 	if s.queue.n == 0 {
-		s.busySince = s.now()
+		s.busySince = w.enqueued
 	}
 	if s.queue.n >= s.maxQueue {
 		old := s.queue.head
 		s.queue.remove(old)
 		old.ch <- false
+		s.lastShed = w.enqueued
 	}
 	s.queue.pushBack(w)
 	s.mu.Unlock()
@@ -170,6 +179,7 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 		s.mu.Lock()
 		if w.queued {
 			s.queue.remove(w)
+			s.lastShed = s.now()
 		} else {
 			// Given a slot or displaced just now: the answer is in ch.
 			admitted = <-w.ch
@@ -179,36 +189,61 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 	s.pool.Put(w)
 	switch {
 	case admitted && ctx.Err() != nil:
-		s.releaseSlot()
+		s.releaseSlot(0)
 		return func() {}, ctxError(ctx.Err())
 	case admitted:
-		return s.releaser(), nil
+		return s.releaser(s.now()), nil
 	case ctx.Err() != nil:
 		return func() {}, ctxError(ctx.Err())
 	}
 	return func() {}, s.overloaded()
 }
 
-func (s *Shedder) releaser() func() {
+// releaser returns the release function of a slot taken at start.
+func (s *Shedder) releaser(start time.Time) func() {
 	var done atomic.Bool
 	return func() {
 		if done.CompareAndSwap(false, true) {
-			s.releaseSlot()
+			s.releaseSlot(s.now().Sub(start))
 		}
 	}
 }
 
-// releaseSlot hands the slot to a waiter, or frees it.
-func (s *Shedder) releaseSlot() {
+// releaseSlot hands a slot that was held for held (0: unknown) to a
+// waiter, or frees it.
+func (s *Shedder) releaseSlot(held time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch {
+	case held <= 0:
+	case s.avgHold == 0:
+		s.avgHold = held
+	default:
+		s.avgHold += (held - s.avgHold) / 8
+	}
 	if s.queue.n == 0 {
 		s.inFlight--
 		return
 	}
 	w := s.queue.head
-	if s.now().Sub(s.busySince) >= s.timeout/2 {
-		w = s.queue.tail // a standing queue: overloaded, newest first
+	if now := s.now(); now.Sub(s.busySince) >= s.timeout/2 || now.Sub(s.lastShed) < s.timeout {
+		// Overloaded. Refuse those that have waited longer than
+		// requests take to run, admit the newest.
+		limit := s.timeout / 2
+		if s.avgHold > 0 {
+			limit = min(limit, s.avgHold)
+		}
+		for s.queue.n > 0 && now.Sub(s.queue.head.enqueued) > limit {
+			old := s.queue.head
+			s.queue.remove(old)
+			old.ch <- false
+			s.lastShed = now
+		}
+		if s.queue.n == 0 {
+			s.inFlight-- // the slot waits for a fresh request
+			return
+		}
+		w = s.queue.tail
 	}
 	s.queue.remove(w)
 	w.ch <- true

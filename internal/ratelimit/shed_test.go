@@ -93,25 +93,58 @@ func TestShedderQueue(t *testing.T) {
 	waitQueued(t, s, 1)
 	c := acquireAsync(ctx, s)
 	waitQueued(t, s, 2)
-	// A third waiter displaces the oldest, which is refused at once.
-	d := acquireAsync(ctx, s)
-	got := <-b
-	wantRefused(t, got.err, apierr.Unavailable, msgShed, time.Second)
-	waitQueued(t, s, 2)
-	// The queue is young: first in, first out.
+	// A young queue, nothing refused: first in, first out.
 	hold()
+	got := <-b
+	if got.err != nil {
+		t.Fatalf("b: %v", got.err)
+	}
+	got.release()
 	got = <-c
 	if got.err != nil {
 		t.Fatalf("c: %v", got.err)
 	}
 	got.release()
-	got = <-d
+	if st := s.Stats(); st != (ShedStats{}) {
+		t.Errorf("stats %+v, want zero", st)
+	}
+}
+
+func TestShedderFullQueueDisplacesOldest(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	quick, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Millisecond)
+	quick() // slots are held 10 ms on average
+	hold, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	c := acquireAsync(ctx, s)
+	waitQueued(t, s, 2)
+	clock.Advance(time.Second)
+	d := acquireAsync(ctx, s)
+	wantRefused(t, (<-b).err, apierr.Unavailable, msgShed, time.Second)
+	waitQueued(t, s, 2)
+	// Having refused a request, the gate is overloaded: the newest is
+	// admitted first, and c, which has waited a second while slots are
+	// held about 134 ms on average, is refused.
+	hold()
+	got := <-d
 	if got.err != nil {
 		t.Fatalf("d: %v", got.err)
 	}
 	got.release()
-	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 {
-		t.Errorf("stats %+v, want nothing in flight or queued", st)
+	wantRefused(t, (<-c).err, apierr.Unavailable, msgShed, time.Second)
+	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 || st.Shed != 2 {
+		t.Errorf("stats %+v, want nothing in flight or queued, 2 shed", st)
 	}
 }
 
@@ -152,9 +185,10 @@ func TestShedderContextEnds(t *testing.T) {
 }
 
 func TestShedderAdaptiveLIFO(t *testing.T) {
-	// Once the oldest waiter has waited half the queue timeout, the
-	// newest is admitted first.
-	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second})
+	// Once the queue has stood for half the queue timeout, the newest
+	// waiter is admitted first, and waiters that have waited longer than
+	// requests hold their slots are refused at once.
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 3, QueueTimeout: 10 * time.Second})
 	clock := newFakeClock()
 	s.now = clock.Now
 	ctx := context.Background()
@@ -167,17 +201,70 @@ func TestShedderAdaptiveLIFO(t *testing.T) {
 	clock.Advance(6 * time.Second)
 	young := acquireAsync(ctx, s)
 	waitQueued(t, s, 2)
-	hold()
-	got := <-young
+	newest := acquireAsync(ctx, s)
+	waitQueued(t, s, 3)
+	hold() // held 6 s: the average hold is now 750 ms
+	got := <-newest
 	if got.err != nil {
 		t.Fatalf("newest waiter: %v", got.err)
 	}
-	got.release() // hands the slot to the old one: the queue is young again
-	got = <-old
-	if got.err != nil {
-		t.Fatalf("oldest waiter: %v", got.err)
+	// The oldest waited 6 s, longer than slots are held: refused.
+	wantRefused(t, (<-old).err, apierr.Unavailable, msgShed, time.Second)
+	if st := s.Stats(); st.Queued != 1 || st.InFlight != 1 {
+		t.Fatalf("stats %+v, want the young waiter queued and one in flight", st)
 	}
 	got.release()
+	got = <-young
+	if got.err != nil {
+		t.Fatalf("young waiter: %v", got.err)
+	}
+	got.release()
+	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v, want zero in flight and queued", st)
+	}
+}
+
+func TestShedderRefusesStaleSoleWaiter(t *testing.T) {
+	// Overloaded, a waiter older than slots are held is refused even when
+	// it is the only one: the slot stays free for a fresh request.
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 1, QueueTimeout: 10 * time.Second})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	hold, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	c := acquireAsync(ctx, s) // displaces b: overloaded from now on
+	wantRefused(t, (<-b).err, apierr.Unavailable, msgShed, time.Second)
+	waitQueued(t, s, 1)
+	clock.Advance(time.Second)
+	hold() // held 1 s; c has waited 1 s, not more: admitted
+	got := <-c
+	if got.err != nil {
+		t.Fatalf("c: %v", got.err)
+	}
+	d := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	clock.Advance(100 * time.Millisecond)
+	got.release() // held 100 ms: the average falls to 887.5 ms
+	if st := s.Stats(); st.InFlight != 1 {
+		t.Fatalf("stats %+v, want d admitted", st)
+	}
+	got = <-d
+	if got.err != nil {
+		t.Fatalf("d: %v", got.err)
+	}
+	e := acquireAsync(ctx, s)
+	waitQueued(t, s, 1)
+	clock.Advance(2 * time.Second)
+	got.release() // e has waited 2 s, longer than the ~1 s average
+	wantRefused(t, (<-e).err, apierr.Unavailable, msgShed, time.Second)
+	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v, want the slot free", st)
+	}
 }
 
 func TestShedderUnderLoad(t *testing.T) {
