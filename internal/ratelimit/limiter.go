@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ type Limiter struct {
 	failOpen bool
 	now      func() time.Time
 	log      *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
 
 	lastStoreLog atomic.Int64 // when a store failure was last logged (ns)
 	unlogged     atomic.Int64 // store failures since then
@@ -129,12 +133,15 @@ func New(cfg Config, opts Options) (*Limiter, error) {
 }
 
 // Close releases the store: the memory backend writes its quota counters
-// a last time, the Redis backend closes its connections.
+// a last time, the Redis backend closes its connections. Decisions after
+// Close fail as the store failing would. Later calls return the first
+// call's result.
 func (l *Limiter) Close() error {
 	if l == nil || l.store == nil {
 		return nil
 	}
-	return l.store.close()
+	l.closeOnce.Do(func() { l.closeErr = l.store.close() })
+	return l.closeErr
 }
 
 // Anonymous is the principal ID under which requests without a principal

@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -450,4 +452,42 @@ func TestQuotaPruning(t *testing.T) {
 	if want := "[key:bob@20400201]"; fmt.Sprint(got) != want {
 		t.Errorf("stored counters %v, want %s", got, want)
 	}
+}
+
+func TestConcurrentDecisionsAreExact(t *testing.T) {
+	// 8 goroutines race 400 requests for one principal's limits: exactly
+	// the limit is admitted, whatever the interleaving (on Redis, whatever
+	// the pipelines).
+	forEachBackend(t, func(t *testing.T, e *env) {
+		for _, tc := range []struct {
+			name         string
+			burst, daily int64
+			want         int64
+		}{{"burst", 200, 1000, 200}, {"quota", 300, 250, 250}} {
+			t.Run(tc.name, func(t *testing.T) {
+				cfg := baseConfig()
+				cfg.Requests = Rate{PerSecond: 1, Burst: tc.burst} // the fake clock stands still
+				cfg.DailyRequests = tc.daily
+				l := e.limiter(cfg)
+				p := principal("key:" + tc.name)
+				var admitted atomic.Int64
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range 50 {
+							if err := admit(l, p, "m"); err == nil {
+								admitted.Add(1)
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				if admitted.Load() != tc.want {
+					t.Errorf("admitted %d of 400, want %d", admitted.Load(), tc.want)
+				}
+			})
+		}
+	})
 }

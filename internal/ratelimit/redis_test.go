@@ -312,3 +312,30 @@ func TestRedisLossUnderLoad(t *testing.T) {
 	wg.Wait()
 	t.Logf("admitted %d, 429 %d, 503 %d, other %d", admitted.Load(), exhausted.Load(), unavailable.Load(), other.Load())
 }
+
+func TestRedisCallerContext(t *testing.T) {
+	// A caller whose context ends is answered at once, admitted or not.
+	srv := redistest.StartT(t)
+	e := newEnv(t, BackendRedis, srv)
+	cfg := baseConfig()
+	cfg.Requests = Rate{PerSecond: 1, Burst: 10}
+	l := e.limiter(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := l.Admit(ctx, principal("key:alice"), "m")
+	wantRefused(t, err, apierr.Canceled, "request canceled", 0)
+	// A timeout is not Redis's failure: it does not stop other decisions.
+	if err := admit(l, principal("key:alice"), "m"); err != nil {
+		t.Fatal(err)
+	}
+	// After Close, decisions fail (closed) rather than hang.
+	l.Close()
+	done := make(chan error, 1)
+	go func() { done <- admit(l, principal("key:alice"), "m") }()
+	select {
+	case err := <-done:
+		wantRefused(t, err, apierr.Unavailable, msgStore, storeRetry)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Admit after Close hangs")
+	}
+}
