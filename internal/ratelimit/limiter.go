@@ -208,7 +208,7 @@ func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string
 	if r.requests.limited() {
 		c.addBucket(bucketCheck{kind: kindRequests, group: r.reqGroup, interval: r.requests.interval, tolerance: r.requests.tolerance(), cost: 1})
 	}
-	if p != nil && p.Scopes.MaxRate > 0 {
+	if p != nil && (p.Scopes.MaxRate > 0 || math.IsNaN(p.Scopes.MaxRate)) {
 		c.addBucket(scopeBucket(p.Scopes.MaxRate, r.requests))
 	}
 	l.addQuotas(&c, r)
@@ -230,10 +230,17 @@ func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string
 	return release, nil
 }
 
+// minScopeRate is the slowest max_rate honoured: one request a day. A
+// slower (or NaN) max_rate gets this one.
+const minScopeRate = 1.0 / 86400
+
 // scopeBucket is the bucket of a credential's max_rate scope, over all
 // its models: that rate, with a burst of one second's worth (at least 1,
 // at most the configured burst).
 func scopeBucket(maxRate float64, configured rule) bucketCheck {
+	if !(maxRate >= minScopeRate) {
+		maxRate = minScopeRate
+	}
 	burst := int64(math.Ceil(math.Min(maxRate, 1e9)))
 	if configured.limited() {
 		burst = min(burst, configured.burst)
@@ -344,7 +351,9 @@ func (l *Limiter) logStoreFailure(err error) {
 // Stage returns the pipeline stage that applies the Limiter to every
 // request: Admit for the principal in the context and the request's
 // model, then Charge for its batch (pipeline.BatchOf), holding the
-// concurrency slot until the rest of the chain returns.
+// concurrency slot until the rest of the chain returns. It runs after the
+// body is decoded; a transport that calls Admit before reading the body
+// uses ChargeStage instead.
 func (l *Limiter) Stage() pipeline.Stage {
 	return func(next pipeline.Handler) pipeline.Handler {
 		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
@@ -355,6 +364,21 @@ func (l *Limiter) Stage() pipeline.Stage {
 			}
 			defer release()
 			if err := l.Charge(ctx, p, req.Model, pipeline.BatchOf(req)); err != nil {
+				return nil, err
+			}
+			return next.Infer(ctx, req)
+		})
+	}
+}
+
+// ChargeStage returns a pipeline stage that only charges each request's
+// batch (pipeline.BatchOf) to the principal in the context: for a server
+// whose transports call Admit themselves, before reading the body. Use it
+// or Stage, not both.
+func (l *Limiter) ChargeStage() pipeline.Stage {
+	return func(next pipeline.Handler) pipeline.Handler {
+		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
+			if err := l.Charge(ctx, pipeline.PrincipalFrom(ctx), req.Model, pipeline.BatchOf(req)); err != nil {
 				return nil, err
 			}
 			return next.Infer(ctx, req)

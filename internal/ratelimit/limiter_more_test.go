@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +178,54 @@ func TestLimiterStage(t *testing.T) {
 
 func tensorOfBatch(batch int64) tensor.Tensor {
 	return tensor.Tensor{Name: "x", Shape: []int64{batch, 3}}
+}
+
+func TestScopeMaxRateExtremes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		maxRate float64
+		admits  int // of 3 at once
+	}{
+		{"a request a century is a request a day", 1e-10, 1},
+		{"NaN is the slowest rate", math.NaN(), 1},
+		{"infinity narrows nothing", math.Inf(1), 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.Requests = Rate{PerSecond: 100, Burst: 3}
+			l := newEnv(t, BackendMemory, nil).limiter(cfg)
+			p := &pipeline.Principal{ID: "key:odd", Scopes: pipeline.Scopes{MaxRate: tc.maxRate}}
+			n := 0
+			for range 3 {
+				if admit(l, p, "m") == nil {
+					n++
+				}
+			}
+			if n != tc.admits {
+				t.Errorf("admitted %d of 3, want %d", n, tc.admits)
+			}
+		})
+	}
+}
+
+func TestChargeStage(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Requests = Rate{PerSecond: 1, Burst: 1}
+	cfg.Elements = Rate{PerSecond: 1, Burst: 8}
+	l := newEnv(t, BackendMemory, nil).limiter(cfg)
+	h := pipeline.Chain(pipeline.HandlerFunc(func(context.Context, *pipeline.Request) (*pipeline.Response, error) {
+		return &pipeline.Response{}, nil
+	}), l.ChargeStage())
+	ctx := pipeline.WithPrincipal(context.Background(), principal("key:alice"))
+	req := &pipeline.Request{Model: "m", Inputs: []tensor.Tensor{tensorOfBatch(5)}}
+	// Requests are not counted here (the transport's Admit does that):
+	// only elements.
+	if _, err := h.Infer(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.Infer(ctx, req)
+	wantRefused(t, err, apierr.ResourceExhausted, msgElements, 2*time.Second)
+	if err := admit(l, principal("key:alice"), "m"); err != nil {
+		t.Errorf("the request bucket was charged: %v", err)
+	}
 }
