@@ -124,8 +124,9 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 		if !isDistribution(w.scores, classes) {
 			softmaxRows(w.scores, classes)
 		}
+		scratch := make([]float64, classes)
 		for r := range rows {
-			reverseSigmoid(w.row(r), tops[r], p.ReverseSigmoid.Beta, p.ReverseSigmoid.Gamma)
+			reverseSigmoid(w.row(r), tops[r], p.ReverseSigmoid.Beta, p.ReverseSigmoid.Gamma, scratch)
 		}
 	}
 	out := make([]pipeline.OutputTensor, 0, len(w.outs)+1)
@@ -413,8 +414,9 @@ func softmaxRows(v []float64, cols int) {
 // row's top class top (decided before the row became probabilities, which
 // may tie near-equal logits): if the maximum is elsewhere the two trade
 // places, and a tie is broken in the top class's favour. Rows with
-// non-finite values are left as they are.
-func reverseSigmoid(row []float64, top int, beta, gamma float64) {
+// non-finite values are left as they are. scratch (len(row) long) keeps
+// the row in case it must be restored.
+func reverseSigmoid(row []float64, top int, beta, gamma float64, scratch []float64) {
 	if top < 0 || top >= len(row) {
 		return
 	}
@@ -423,7 +425,8 @@ func reverseSigmoid(row []float64, top int, beta, gamma float64) {
 			return
 		}
 	}
-	orig := slices.Clone(row)
+	orig := scratch[:len(row)]
+	copy(orig, row)
 	sum := 0.0
 	for i, y := range row {
 		var s float64

@@ -18,6 +18,7 @@ func BenchmarkApply(b *testing.B) {
 	}{
 		{"full", outguard.Full()},
 		{"default", outguard.Default()},
+		{"top1_round2", outguard.Policy{Detail: pipeline.OutputTopK, TopK: 1, Round: 2}},
 		{"round2", outguard.Policy{Detail: pipeline.OutputFull, Round: 2}},
 		{"reverse_sigmoid", outguard.Policy{Detail: pipeline.OutputFull, Round: 3, ReverseSigmoid: outguard.ReverseSigmoid{Beta: 0.5, Gamma: 0.2}}},
 	}

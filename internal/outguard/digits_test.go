@@ -226,12 +226,24 @@ func TestDefaultPolicyGivesNoLogRatios(t *testing.T) {
 		}
 	}
 	vals := floatsOf(*byName(out, "topk_values"))
+	if len(vals) != len(truth) {
+		t.Fatalf("%d scores for %d rows", len(vals), len(truth))
+	}
+	probs := floatsOf(raw[1])
+	same, lo, hi := 0, 1.0, 0.0
 	for r, v := range vals {
 		if q := v * 100; math.Abs(q-math.Round(q)) > 1e-4 {
 			t.Fatalf("row %d: score %v has more than 2 decimals", r, v)
 		}
+		top := probs[r*10 : r*10+10][argmaxOf(probs[r*10:r*10+10])]
+		if float32(v) == float32(math.Round(top*100)/100) {
+			same++
+		}
+		lo, hi = min(lo, v), max(hi, v)
 	}
-	if len(vals) != len(truth) {
-		t.Fatalf("%d scores for %d rows", len(vals), len(truth))
+	// The one score is perturbed: it is not the top probability rounded.
+	t.Logf("default policy: served scores in [%.2f, %.2f]; %d of %d equal the rounded top probability", lo, hi, same, len(vals))
+	if same > len(vals)/10 {
+		t.Errorf("%d of %d served scores are the rounded top probability: the perturbation is off", same, len(vals))
 	}
 }

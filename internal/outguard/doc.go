@@ -12,7 +12,8 @@
 //   - The zero Policy is the strictest one: label only, scores dropped.
 //     Default() is the hardened policy models get unless their
 //     configuration says otherwise: the top-1 class and its score,
-//     rounded to 2 decimals.
+//     perturbed by the reverse sigmoid (β=0.5, γ=0.2) and rounded to 2
+//     decimals. That score is deliberately not a calibrated confidence.
 //   - Request parameters are never read. No caller-controlled parameter
 //     shapes a response, so none can combine with full-precision scores.
 //   - Under top_k and label, every output that is not the label or the

@@ -34,7 +34,7 @@ func TestReverseSigmoidFormula(t *testing.T) {
 	for _, tc := range tests {
 		want := reference(tc.y, tc.beta, tc.gamma)
 		got := append([]float64(nil), tc.y...)
-		reverseSigmoid(got, argmax(got), tc.beta, tc.gamma)
+		reverseSigmoid(got, argmax(got), tc.beta, tc.gamma, make([]float64, len(got)))
 		for i := range want {
 			if math.Abs(got[i]-want[i]) > 1e-12 {
 				t.Errorf("β=%v γ=%v y=%v: got %v, want %v", tc.beta, tc.gamma, tc.y, got, want)
@@ -51,7 +51,7 @@ func TestReverseSigmoidGammaOneIsAffine(t *testing.T) {
 	// With γ = 1, s(s⁻¹(y)) = y: y' ∝ (1−β)y + β/2.
 	y := []float64{0.1, 0.2, 0.7}
 	got := append([]float64(nil), y...)
-	reverseSigmoid(got, 2, 0.4, 1)
+	reverseSigmoid(got, 2, 0.4, 1, make([]float64, len(got)))
 	sum := 0.0
 	for _, p := range y {
 		sum += 0.6*p + 0.2
@@ -71,14 +71,14 @@ func TestReverseSigmoidKeepsTopClass(t *testing.T) {
 		t.Fatalf("test premise: the plain perturbation keeps the top class (%v)", ref)
 	}
 	got := append([]float64(nil), y...)
-	reverseSigmoid(got, 0, 1, 10)
+	reverseSigmoid(got, 0, 1, 10, make([]float64, len(got)))
 	if argmax(got) != 0 || !(got[0] > got[1]) {
 		t.Errorf("got %v, want class 0 strictly on top", got)
 	}
 	// An exact tie that would hand the argmax to a lower index is broken
 	// in the top class's favour.
 	tie := []float64{0.25, 0.25, 0.5}
-	reverseSigmoid(tie, 2, 1, 1) // γ=1, β=1: every y' is ½, then ⅓
+	reverseSigmoid(tie, 2, 1, 1, make([]float64, len(tie))) // γ=1, β=1: every y' is ½, then ⅓
 	if argmax(tie) != 2 {
 		t.Errorf("tie: got %v, want class 2 on top", tie)
 	}
@@ -86,7 +86,7 @@ func TestReverseSigmoidKeepsTopClass(t *testing.T) {
 
 func TestReverseSigmoidLeavesNonFiniteRows(t *testing.T) {
 	row := []float64{math.NaN(), 0.5, 0.5}
-	reverseSigmoid(row, 1, 0.5, 0.5)
+	reverseSigmoid(row, 1, 0.5, 0.5, make([]float64, len(row)))
 	if !math.IsNaN(row[0]) || row[1] != 0.5 || row[2] != 0.5 {
 		t.Errorf("got %v", row)
 	}

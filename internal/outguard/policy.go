@@ -66,11 +66,19 @@ const (
 	DefaultLabel = "label"
 )
 
-// Default returns the hardened policy: the top-1 class index and its score
-// rounded to 2 decimals, with the label. One score per answer gives
-// equation-solving attacks no log-ratio to solve for.
+// Default returns the hardened policy: the top-1 class index and its score,
+// perturbed by the reverse sigmoid and rounded to 2 decimals, with the
+// label. One score per answer gives equation-solving no log-ratio to solve
+// for; the perturbation keeps the one score from being fitted instead
+// (docs/output-hardening.md has the figures). The served score is not a
+// calibrated confidence.
 func Default() Policy {
-	return Policy{Detail: pipeline.OutputTopK, TopK: 1, Round: 2}
+	return Policy{
+		Detail:         pipeline.OutputTopK,
+		TopK:           1,
+		Round:          2,
+		ReverseSigmoid: ReverseSigmoid{Beta: 0.5, Gamma: 0.2},
+	}
 }
 
 // Full returns the policy that serves every output as computed: for models
