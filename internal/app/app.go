@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/monitor"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
+	"github.com/aegis-inference/aegis/internal/outguard"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/repository"
@@ -38,6 +40,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/transport/adminapi"
 	"github.com/aegis-inference/aegis/internal/transport/grpcapi"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
+	"github.com/aegis-inference/aegis/internal/watermark"
 )
 
 // Server is a running Aegis: the registry and both transports.
@@ -60,6 +63,8 @@ type Server struct {
 	access   *accessParts
 	limiter  *ratelimit.Limiter // nil when authentication is disabled
 	monitors *monitor.Monitors  // nil when extraction monitoring is off
+	// wmRecorder stores watermarked answers; nil without state_dir.
+	wmRecorder *watermark.Recorder
 }
 
 // New loads ONNX Runtime and the models, and binds both listeners. It does
@@ -114,6 +119,10 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	if store != nil {
 		ropts.Versions = store
+		if ropts.WatermarkKey, err = watermark.LoadOrCreateKey(filepath.Join(cfg.StateDir, "watermark-key")); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("watermark key: %w", err)
+		}
 	}
 	reg, err := repository.Load(cfg.ModelRepository, ropts)
 	if err != nil {
@@ -124,6 +133,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	s := &Server{cfg: cfg, log: log, Registry: reg, Library: lib, store: store, custody: custody}
 	fail := func(err error) (*Server, error) {
+		if s.wmRecorder != nil {
+			s.wmRecorder.Close()
+		}
 		if s.limiter != nil {
 			s.limiter.Close()
 		}
@@ -174,6 +186,26 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		s.monitors = newMonitors(cfg.Extraction, s.access.gate, log)
 		stages = append(stages, s.monitors.Stage())
 	}
+	// Output hardening and the watermark, innermost: they shape what the
+	// model answered before it is encoded and its audit hash taken.
+	guard := &outguard.Guard{Policy: func(t pipeline.Target) outguard.Policy {
+		if v, ok := t.(*repository.Version); ok {
+			return v.Outguard()
+		}
+		return outguard.Full()
+	}}
+	if store != nil {
+		if s.wmRecorder, err = watermark.NewRecorder(store.DB(), watermark.RecorderOptions{Log: log}); err != nil {
+			return fail(err)
+		}
+		guard.Marker = &watermark.Service{Recorder: s.wmRecorder, Models: func(t pipeline.Target) *watermark.Watermarker {
+			if v, ok := t.(*repository.Version); ok {
+				return v.Watermarker()
+			}
+			return nil
+		}}
+	}
+	stages = append(stages, guard.Stage)
 	handler := pipeline.Chain(&infer.Handler{Registry: reg}, stages...)
 
 	s.http = &http.Server{
@@ -381,6 +413,9 @@ func (s *Server) shutdown() {
 	s.Registry.Close()
 	if s.monitors != nil {
 		s.monitors.Close()
+	}
+	if s.wmRecorder != nil {
+		s.wmRecorder.Close()
 	}
 	if s.limiter != nil {
 		s.limiter.Close() // writes quota counters a last time

@@ -32,7 +32,10 @@ type Options struct {
 	Policy *deploy.Policy
 	// Versions remembers deployed versions for anti-rollback.
 	Versions state.Versions
-	Logger   *slog.Logger
+	// WatermarkKey keys the forensic watermark of models that ask for one
+	// (watermark: in config.yaml); without it they fail to load.
+	WatermarkKey []byte
+	Logger       *slog.Logger
 }
 
 // Registry holds the loaded models and reloads them from the repository.
@@ -228,7 +231,7 @@ func (r *Registry) readModelConfig(dir string) (config.Runtime, *deploy.Policy, 
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	switch {
 	case err == nil:
-		if err := config.DecodeStrict(b, &mc); err != nil {
+		if err := applyDefaults(b, &mc); err != nil {
 			return config.Runtime{}, nil, mc, "", fmt.Errorf("%s: %w", ConfigFile, err)
 		}
 		if err := mc.Runtime.Validate("runtime"); err != nil {

@@ -26,10 +26,12 @@ import (
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/deploy"
 	"github.com/aegis-inference/aegis/internal/modelsig"
+	"github.com/aegis-inference/aegis/internal/outguard"
 	"github.com/aegis-inference/aegis/internal/runtime/onnx"
 	"github.com/aegis-inference/aegis/internal/seal"
 	"github.com/aegis-inference/aegis/internal/tensor"
 	"github.com/aegis-inference/aegis/internal/validate"
+	"github.com/aegis-inference/aegis/internal/watermark"
 )
 
 // ModelFile is the file name of a model inside a version directory.
@@ -70,6 +72,11 @@ type ModelConfig struct {
 	Validation *validate.Rules `yaml:"validation"`
 	// Extraction turns on extraction monitoring for the model.
 	Extraction *ExtractionConfig `yaml:"extraction"`
+	// Outguard hardens the model's outputs (docs/output-hardening.md);
+	// absent, every output is served as computed.
+	Outguard *outguard.Policy `yaml:"outguard"`
+	// Watermark marks a fraction of answers (docs/watermark.md).
+	Watermark *watermark.Config `yaml:"watermark"`
 }
 
 // Version is one loaded model version.
@@ -84,8 +91,10 @@ type Version struct {
 
 	checker     *validate.Checker // the model's input constraints
 	extraction  *ExtractionSpec   // nil unless the model is monitored
-	fingerprint string            // what the version directory held when loaded
-	refs        sync.WaitGroup    // requests using the version (see Registry.Acquire)
+	outguard    *outguard.Policy  // nil: every output served as computed
+	watermarker *watermark.Watermarker
+	fingerprint string         // what the version directory held when loaded
+	refs        sync.WaitGroup // requests using the version (see Registry.Acquire)
 }
 
 // Deployment reports how the version passed the deployment policy: its
@@ -200,12 +209,18 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 		s.Close()
 		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)
 	}
+	og, wm, err := loadOutputs(mc, s.Outputs(), opts.WatermarkKey)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)
+	}
 	if err := policy.Deployed(name, n, opts.Versions); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return &Version{model: name, version: n, session: s, digest: digestHex,
-		encrypted: encrypted, decision: decision, loadedAt: time.Now(), checker: checker, extraction: ext}, nil
+		encrypted: encrypted, decision: decision, loadedAt: time.Now(), checker: checker, extraction: ext,
+		outguard: og, watermarker: wm}, nil
 }
 
 // Extraction returns the version's extraction monitoring, or nil.

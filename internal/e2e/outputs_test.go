@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aegis-inference/aegis/internal/pipeline"
+	"github.com/aegis-inference/aegis/internal/servertest"
+	"github.com/aegis-inference/aegis/internal/state"
+	"github.com/aegis-inference/aegis/internal/watermark"
+)
+
+// TestOutputHardeningAndWatermark: a model whose config.yaml asks for the
+// hardened output policy and a watermark answers with the label and its
+// top-1 score only, a credential scoped to labels gets the label alone,
+// and a fraction of answers near the configured rate is marked and
+// recorded for the principal, stably for repeated inputs.
+func TestOutputHardeningAndWatermark(t *testing.T) {
+	root := servertest.RepoRoot(t)
+	repo := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
+	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte("outguard: {}\nwatermark: {rate: 0.05}\n"))
+	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg.RateLimit.Requests.PerSecond = 0
+	key := servertest.CreateKey(t, cfg, "scorer", []string{"scorer"}, pipeline.Scopes{}, 0)
+	labelOnly := servertest.CreateKey(t, cfg, "labels", []string{"scorer"}, pipeline.Scopes{OutputDetail: pipeline.OutputLabel}, 0)
+	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
+	hc := a.httpClient(t, nil)
+	infer := servertest.Path("digits", "")
+
+	var held struct {
+		Inputs [][]float64 `json:"inputs"`
+	}
+	hb, _ := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
+	if err := json.Unmarshal(hb, &held); err != nil {
+		t.Fatal(err)
+	}
+	body := func(row []float64) []byte {
+		s := make([]string, len(row))
+		for i, v := range row {
+			s[i] = fmt.Sprint(v)
+		}
+		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
+	}
+	type resp struct {
+		Outputs []struct {
+			Name  string
+			Shape []int64
+			Data  []float64
+		}
+	}
+	names := func(o outcome) string {
+		var r resp
+		if err := json.Unmarshal([]byte(o.msg), &r); err != nil {
+			t.Fatalf("%s: %v", o.msg, err)
+		}
+		var n []string
+		for _, x := range r.Outputs {
+			n = append(n, x.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	o := a.rest(t, hc, "POST", infer, "Bearer "+key, body(held.Inputs[0]))
+	if o.status != 200 || names(o) != "label,topk_values,topk_indices" && names(o) != "label,topk_indices,topk_values" {
+		t.Fatalf("hardened answer: %d %s", o.status, o.msg)
+	}
+	if strings.Contains(o.msg, `"probabilities"`) {
+		t.Error("full probabilities served under the hardened policy")
+	}
+	// Asking for the probabilities by name does not get them.
+	asked := strings.Replace(string(body(held.Inputs[0])), `]}]}`, `]}],"outputs":[{"name":"probabilities"}]}`, 1)
+	if o := a.rest(t, hc, "POST", infer, "Bearer "+key, []byte(asked)); strings.Contains(o.msg, `"probabilities"`) && !strings.Contains(o.msg, "error") {
+		t.Errorf("requested probabilities served: %s", o.msg)
+	}
+	if o := a.rest(t, hc, "POST", infer, "Bearer "+labelOnly, body(held.Inputs[0])); o.status != 200 || names(o) != "label" {
+		t.Errorf("label-only credential: %d %s", o.status, o.msg)
+	}
+	// Every held-out digit, twice: the answers must repeat exactly.
+	first := map[int]string{}
+	for round := 0; round < 2; round++ {
+		for i, row := range held.Inputs {
+			o := a.rest(t, hc, "POST", infer, "Bearer "+key, body(row))
+			if o.status != 200 {
+				t.Fatalf("query %d: %+v", i, o)
+			}
+			if round == 0 {
+				first[i] = o.msg
+			} else if o.msg != first[i] {
+				t.Fatalf("query %d answered differently the second time", i)
+			}
+		}
+	}
+	if err := a.srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.OpenBolt(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	keyID := "key:" + strings.Split(key, "_")[1]
+	pairs, err := watermark.Pairs(st.DB(), keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(held.Inputs)
+	t.Logf("%d of %d distinct inputs marked (rate 0.05), recorded for %s", len(pairs), n, keyID)
+	if len(pairs) < n/100 || len(pairs) > 2*n*2*5/100 {
+		t.Errorf("%d pairs recorded for %d queries (twice %d inputs) at rate 0.05", len(pairs), 2*n, n)
+	}
+}
