@@ -95,9 +95,10 @@ type Redis struct {
 	// (AUTH); empty for none. The variable must be set when named.
 	PasswordEnv string `yaml:"password_env"`
 	DB          int    `yaml:"db"`
-	// PoolSize is how many connections carry decisions, each one
-	// pipeline at a time: decisions that arrive while all are busy go
-	// together in the next pipeline.
+	// PoolSize is how many connections carry decisions, each one script
+	// call at a time: decisions that arrive while all are busy go
+	// together in the next call. Few connections make big batches, which
+	// is what Redis does best (docs/ratelimit.md has figures).
 	PoolSize     int           `yaml:"pool_size"`
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
@@ -137,7 +138,7 @@ func Default() Config {
 		MaxKeys:            1 << 20,
 		Redis: Redis{
 			Addr:          "127.0.0.1:6379",
-			PoolSize:      4,
+			PoolSize:      2,
 			DialTimeout:   250 * time.Millisecond,
 			ReadTimeout:   100 * time.Millisecond,
 			WriteTimeout:  100 * time.Millisecond,

@@ -123,8 +123,8 @@ func (s *redisStore) take(ctx context.Context, c checks) (verdict, error) {
 	return verdict{failed: failed - 1, wait: res / 8 * 1000}, nil
 }
 
-// request returns the script's keys and arguments for c. The keys share
-// one allocation.
+// request returns the keys and arguments of decision c in the script's
+// call. The keys share one allocation.
 func (s *redisStore) request(c *checks) ([]string, []any) {
 	var nowArg int64 // 0: the script reads Redis's clock
 	now := time.Now().UnixNano()
@@ -165,8 +165,8 @@ func (s *redisStore) request(c *checks) ([]string, []any) {
 		n++
 		offs[n] = len(buf)
 	}
-	args := make([]any, 0, 2+3*(c.nb+c.nq))
-	args = append(args, nowArg, c.nb)
+	args := make([]any, 0, 3+3*(c.nb+c.nq))
+	args = append(args, nowArg, c.nb, c.nq)
 	for i := 0; i < c.nb; i++ {
 		b := &c.buckets[i]
 		switch b.kind {

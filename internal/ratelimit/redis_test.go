@@ -339,3 +339,33 @@ func TestRedisCallerContext(t *testing.T) {
 		t.Fatal("Admit after Close hangs")
 	}
 }
+
+func TestRedisBatchSeesEarlierDecisions(t *testing.T) {
+	// Two decisions on one key in one script call: the second sees the
+	// first's bucket and counter.
+	srv := redistest.StartT(t)
+	e := newEnv(t, BackendRedis, srv)
+	cfg := baseConfig()
+	cfg.Requests = Rate{PerSecond: 1, Burst: 2}
+	cfg.DailyRequests = 2
+	l := e.limiter(cfg)
+	s := l.store.(*redisStore)
+	decision := func() *call {
+		c := checks{principal: "key:alice"}
+		r := l.def.requests
+		c.addBucket(bucketCheck{kind: kindRequests, interval: r.interval, tolerance: r.tolerance(), cost: 1})
+		c.addQuota(quotaCheck{period: periodDay, limit: 2})
+		keys, args := s.request(&c)
+		return &call{keys: keys, args: args, done: make(chan struct{}, 1)}
+	}
+	batch := []*call{decision(), decision(), decision()}
+	s.batches.exec(batch)
+	for i, want := range []bool{true, true, false} {
+		if c := batch[i]; c.err != nil || (c.res == 0) != want {
+			t.Errorf("decision %d: reply %d, %v; want admitted %v", i+1, c.res, c.err, want)
+		}
+	}
+	if got := redisClient(t, srv).Get(context.Background(), e.prefix+"{key:alice}:qd:20400131").Val(); got != "2" {
+		t.Errorf("daily counter %s, want 2", got)
+	}
+}
