@@ -229,7 +229,7 @@ func redisDecisions(o options) error {
 	}
 	fmt.Printf("## Redis decisions vs redis-benchmark (redis-server %s on 127.0.0.1)\n\n", redisVersion())
 	fmt.Printf("redis-benchmark: %d connections. Limiter: %d goroutines calling Admit over %d principals, "+
-		"%d connections (redis.pool_size) carrying the decisions in pipelines, one EVALSHA per decision; "+
+		"%d connections (redis.pool_size), each carrying the decisions waiting when it is free in one EVALSHA; "+
 		"full = request bucket + daily + monthly counters (3 keys), plain = request bucket (the default configuration).\n\n",
 		o.conns, o.conns, o.principals, pool)
 	fmt.Println("```")

@@ -3,10 +3,13 @@
 //   - Redis decisions against redis-benchmark: it starts its own
 //     redis-server on loopback, runs `redis-benchmark -c C -n N --csv EVAL
 //     "return 1" 0` (a one-line script, the floor of any EVAL), then has C
-//     goroutines make Limiter.Admit decisions on the Redis backend (a pool
-//     of C connections) for as long as redis-benchmark ran, and reports
-//     decisions/s, p50 and p99, and the ratio to redis-benchmark's rate.
-//     The two alternate for several rounds, since the machine is shared.
+//     goroutines make Limiter.Admit decisions on the Redis backend
+//     (redis.pool_size connections, 2 unless -pool says otherwise) for as
+//     long as redis-benchmark ran, and reports decisions/s, p50 and p99,
+//     and the ratio to redis-benchmark's rate, for a full decision (request
+//     bucket, daily and monthly counters) and a plain one (the request
+//     bucket). They alternate for several rounds, since the machine is
+//     shared.
 //   - The same decisions on the memory backend.
 //   - Overload: a simulated server (GOMAXPROCS session slots, a fixed
 //     service time) behind the Shedder and a Limiter, fed open-loop at

@@ -27,11 +27,16 @@
 //   - Default limits per principal (Default): 200 requests/s with a burst of
 //     400, 20000 batch elements/s with a burst of 20000, 32 concurrent
 //     requests per replica, no daily or monthly quota; memory backend;
-//     on_store_error deny; shedding at 2 × GOMAXPROCS requests in flight
-//     with as many waiting at most 10 ms.
+//     on_store_error deny; shedding at GOMAXPROCS requests in flight with
+//     twice as many waiting at most 10 ms (less when overloaded).
 //
 // A credential's max_rate scope narrows its rate further: it adds a bucket
 // over all of the credential's models at that rate.
+//
+// The server calls, per request: Limiter.Admit once the principal and the
+// model are known (before the body is read), Shedder.Acquire, then, once
+// the body is decoded, Limiter.Charge with the batch size; or it puts
+// Limiter.Stage in the pipeline chain, which does Admit and Charge there.
 //
 // See docs/ratelimit.md for the algorithms, the Redis script and key
 // layout, failure behaviour and measurements.
