@@ -41,7 +41,7 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 // batcher runs the workers.
 type batcher struct {
 	client  *redis.Client
-	timeout time.Duration // of one pipeline
+	timeout time.Duration // of one script call
 	calls   chan *call
 	stop    chan struct{}
 	wg      sync.WaitGroup
