@@ -15,8 +15,9 @@ import (
 )
 
 // The Redis store keeps every key of a principal under the hash tag
-// {principal}, so that a Redis Cluster would put them in one slot and the
-// script, which touches several of them, could run there:
+// {principal}, so that a Redis Cluster would put them in one slot and a
+// decision, which touches several of them, could run there (batches mix
+// principals: on a Cluster they would have to be grouped by slot):
 //
 //	<prefix>{<principal>}:rq           request bucket (models without an override)
 //	<prefix>{<principal>}:rq:<model>   request bucket of a model with an override
