@@ -15,8 +15,8 @@
 //     shedding and store failures, each with RetryAfter set. Messages speak
 //     only of the caller's own limits, never of other principals' state.
 //   - Rates are GCRA (the generic cell rate algorithm, a token bucket kept
-//     as one theoretical arrival time per key), so a key costs 8 bytes of
-//     state and idle keys are forgotten without changing any decision.
+//     as one theoretical arrival time per key), so a key's state is one
+//     int64, and idle keys are forgotten without changing any decision.
 //   - Decisions are atomic: every check of a request (request bucket, the
 //     credential's max_rate bucket, quotas) passes and is recorded, or none
 //     is; a refused request consumes nothing.
