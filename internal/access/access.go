@@ -364,7 +364,10 @@ func (t *Ticket) Finish(status int, msg string) error {
 		defer t.g.inFlight.Add(-1)
 	}
 	if t.release != nil {
-		defer t.release()
+		// The work is done: give the shedder's slot back before the
+		// audit write, which in durable mode waits for the disk.
+		t.release()
+		t.release = nil
 	}
 	r := &t.rec
 	r.Status, r.Error = status, msg
