@@ -303,6 +303,9 @@ func (s *Server) adminAPI() http.Handler {
 	if s.monitors != nil {
 		o.ExtractionStatus = func() any { return s.monitors.Status() }
 	}
+	o.VerifyWatermark = func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error) {
+		return s.VerifyWatermark(ctx, model, inputs, labels)
+	}
 	return adminapi.New(o)
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,12 +33,14 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 	cfg.RateLimit.Requests.PerSecond = 0
 	key := servertest.CreateKey(t, cfg, "scorer", []string{"scorer"}, pipeline.Scopes{}, 0)
 	labelOnly := servertest.CreateKey(t, cfg, "labels", []string{"scorer"}, pipeline.Scopes{OutputDetail: pipeline.OutputLabel}, 0)
+	admin := servertest.CreateKey(t, cfg, "operator", []string{"operator"}, pipeline.Scopes{}, 0)
 	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
 	hc := a.httpClient(t, nil)
 	infer := servertest.Path("digits", "")
 
 	var held struct {
 		Inputs [][]float64 `json:"inputs"`
+		Labels []int64     `json:"labels"`
 	}
 	hb, _ := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
 	if err := json.Unmarshal(hb, &held); err != nil {
@@ -97,6 +100,42 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 				t.Fatalf("query %d answered differently the second time", i)
 			}
 		}
+	}
+	// The server's forensic test: answers copied from the server (a
+	// surrogate that learned them) against the true labels (a model that
+	// never saw the server).
+	served := make([]int64, len(held.Inputs))
+	for i := range held.Inputs {
+		var r resp
+		json.Unmarshal([]byte(first[i]), &r)
+		for _, x := range r.Outputs {
+			if x.Name == "label" {
+				served[i] = int64(x.Data[0])
+			}
+		}
+	}
+	verify := func(labels []int64) (float64, int) {
+		inputs, _ := json.Marshal(held.Inputs)
+		lb, _ := json.Marshal(labels)
+		o := a.rest(t, hc, "POST", "/admin/v1/watermark/verify", "Bearer "+admin,
+			[]byte(`{"model":"digits","inputs":`+string(inputs)+`,"labels":`+string(lb)+`}`))
+		if o.status != 200 {
+			t.Fatalf("watermark verify: %+v", o)
+		}
+		var v struct {
+			Log2PValue float64 `json:"log2_p_value"`
+			Marked     int     `json:"marked"`
+		}
+		json.Unmarshal([]byte(o.msg), &v)
+		return v.Log2PValue, v.Marked
+	}
+	if l2, marked := verify(served); l2 > -20 || marked == 0 {
+		t.Errorf("the server's own answers: log2 p %v over %d marks, want identified", l2, marked)
+	} else {
+		t.Logf("copied answers: log2 p = %.1f over %d marks", l2, marked)
+	}
+	if l2, _ := verify(held.Labels); l2 < math.Log2(0.01) {
+		t.Errorf("true labels: log2 p %v, want not identified (p > 0.01)", l2)
 	}
 	if err := a.srv.Stop(); err != nil {
 		t.Fatal(err)

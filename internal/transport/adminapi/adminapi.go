@@ -7,6 +7,7 @@ package adminapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -43,7 +44,10 @@ type Options struct {
 	// ExtractionStatus reports extraction monitoring: alerts and the
 	// principals and groups watched, per model.
 	ExtractionStatus func() any
-	Logger           *slog.Logger
+	// VerifyWatermark tests a suspect model's labels on inputs against a
+	// model's watermark.
+	VerifyWatermark func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error)
+	Logger          *slog.Logger
 }
 
 // maxBody bounds an admin request body.
@@ -79,7 +83,34 @@ func New(opts Options) http.Handler {
 			writeJSON(w, http.StatusOK, opts.ExtractionStatus())
 		}))
 	}
+	if opts.VerifyWatermark != nil {
+		mux.HandleFunc("POST /admin/v1/watermark/verify", a.permit(authz.AuditRead, a.verifyWatermark))
+	}
 	return mux
+}
+
+// WatermarkRequest is the body of POST /admin/v1/watermark/verify.
+type WatermarkRequest struct {
+	Model  string      `json:"model"`
+	Inputs [][]float32 `json:"inputs"`
+	Labels []int64     `json:"labels"`
+}
+
+// maxWatermarkBody bounds a verification body (5,000 rows of digits).
+const maxWatermarkBody = 8 << 20
+
+func (a *api) verifyWatermark(w http.ResponseWriter, r *http.Request) {
+	var req WatermarkRequest
+	if err := decodeJSONLimit(r, &req, maxWatermarkBody); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	res, err := a.VerifyWatermark(r.Context(), req.Model, req.Inputs, req.Labels)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (a *api) admin(h http.HandlerFunc) http.HandlerFunc { return a.permit(authz.Admin, h) }
@@ -202,16 +233,18 @@ func principalID(r *http.Request) string {
 
 // decodeJSON decodes a bounded body strictly: unknown fields and trailing
 // data are errors.
-func decodeJSON(r *http.Request, v any) error {
-	if r.ContentLength > maxBody {
-		return apierr.New(apierr.TooLarge, "request body exceeds %d bytes", maxBody)
+func decodeJSON(r *http.Request, v any) error { return decodeJSONLimit(r, v, maxBody) }
+
+func decodeJSONLimit(r *http.Request, v any, limit int64) error {
+	if r.ContentLength > limit {
+		return apierr.New(apierr.TooLarge, "request body exceeds %d bytes", limit)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return apierr.Wrap(apierr.InvalidArgument, err, "could not read the request body")
 	}
-	if len(body) > maxBody {
-		return apierr.New(apierr.TooLarge, "request body exceeds %d bytes", maxBody)
+	if int64(len(body)) > limit {
+		return apierr.New(apierr.TooLarge, "request body exceeds %d bytes", limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
