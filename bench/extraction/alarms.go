@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -33,10 +35,10 @@ import (
 // was raised, the raising query included) places it among the harness's
 // queries.
 //
-// Failing that endpoint the harness reads the audit log: a line with
-// "type":"alert" carrying the Alert fields (and "model"), or a request
-// record whose rule starts with "extraction" (a request the monitor
-// refused).
+// Failing that endpoint the harness reads the audit log: the event
+// records of kind extraction-alarm the server writes for every alert
+// (internal/app: detail "model M: risk R, action A (was P), raised [D],
+// N queries"), or a request record whose rule starts with "extraction".
 
 // ExtractionStatus is the body of GET /admin/v1/extraction/status.
 type ExtractionStatus struct {
@@ -166,6 +168,9 @@ func (s serverAlarms) Status(ctx context.Context) (ExtractionStatus, error) {
 	return st, nil
 }
 
+// alarmDetail parses an extraction-alarm event's detail.
+var alarmDetail = regexp.MustCompile(`^model (\S+): risk [0-9.]+, action (\w+) \(was \w+\), raised \[([^\]]*)\], (\d+) queries`)
+
 // auditAlerts reads alerts from the audit log at path and the files
 // rotated beside it.
 func auditAlerts(path string) (ExtractionStatus, error) {
@@ -195,23 +200,35 @@ func auditAlerts(path string) (ExtractionStatus, error) {
 		sc.Buffer(make([]byte, 1<<20), 1<<24)
 		for sc.Scan() {
 			line := sc.Bytes()
-			if !bytes.Contains(line, []byte(`"type":"alert"`)) && !bytes.Contains(line, []byte(`"rule":"extraction`)) {
+			if !bytes.Contains(line, []byte(`"extraction-alarm"`)) && !bytes.Contains(line, []byte(`"rule":"extraction`)) {
 				continue
 			}
 			var rec struct {
-				Alert
-				Type      string `json:"type"`
-				Model     string `json:"model"`
-				Principal string `json:"principal"`
-				Rule      string `json:"rule"`
-				Decision  string `json:"decision"`
+				Type      string    `json:"type"`
+				Time      time.Time `json:"time"`
+				Kind      string    `json:"kind"`
+				Detail    string    `json:"detail"`
+				Model     string    `json:"model"`
+				Principal string    `json:"principal"`
+				Rule      string    `json:"rule"`
+				Decision  string    `json:"decision"`
 			}
 			if json.Unmarshal(line, &rec) != nil {
 				continue
 			}
 			switch {
-			case rec.Type == "alert":
-				add(rec.Model, rec.Alert)
+			case rec.Type == "event" && rec.Kind == "extraction-alarm":
+				m := alarmDetail.FindStringSubmatch(rec.Detail)
+				if m == nil {
+					continue
+				}
+				q, _ := strconv.ParseInt(m[4], 10, 64)
+				a := Alert{Time: rec.Time, Subject: rec.Principal, Action: m[2], Status: SubjectStatus{Queries: q},
+					Group: strings.HasPrefix(rec.Principal, "net:") || strings.HasPrefix(rec.Principal, "tenant:")}
+				if m[3] != "" {
+					a.Raised = strings.Split(m[3], ",")
+				}
+				add(m[1], a)
 			case rec.Type == "request" && strings.HasPrefix(rec.Rule, "extraction"):
 				add(rec.Model, Alert{Time: rec.Time, Subject: rec.Principal, Raised: []string{rec.Rule}, Action: rec.Decision})
 			}

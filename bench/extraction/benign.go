@@ -61,7 +61,11 @@ func (b *bench) runBenign(p *policy, seed uint64) (*benignRun, error) {
 		for i, c := range clients {
 			row := orders[i][k]
 			for _, v := range victims {
-				rep, err := c.inferPatient(ctx, v, [][]float64{b.h.Inputs[row]}, b.opt.patient)
+				var budget time.Duration
+				if b.opt.patient {
+					budget = max(0, b.opt.maxWait-r.waited)
+				}
+				rep, err := c.inferPatient(ctx, v, [][]float64{b.h.Inputs[row]}, budget)
 				if err != nil {
 					return nil, err
 				}
@@ -126,7 +130,7 @@ type overheadRun struct {
 
 func (b *bench) measureOverhead(p *policy) (*overheadRun, error) {
 	ctx := context.Background()
-	raw, err := loadPolicies("", []string{"raw"})
+	raw, err := loadPolicies(b.opt.policyDir, b.opt.root, []string{"raw"})
 	if err != nil {
 		return nil, err
 	}

@@ -103,13 +103,14 @@ const (
 	retryTries   = 50
 )
 
-// inferPatient is infer, waiting out rate limits when patient.
-func (c *client) inferPatient(ctx context.Context, model string, xs [][]float64, patient bool) (reply, error) {
+// inferPatient is infer, waiting out rate limits for at most budget in
+// all (0: not at all).
+func (c *client) inferPatient(ctx context.Context, model string, xs [][]float64, budget time.Duration) (reply, error) {
 	var waited time.Duration
 	for try := 0; ; try++ {
 		r, err := c.infer(ctx, model, xs)
 		r.waited = waited
-		if err != nil || r.status != http.StatusTooManyRequests || !patient || try+1 >= retryTries {
+		if err != nil || r.status != http.StatusTooManyRequests || try+1 >= retryTries {
 			return r, err
 		}
 		d := r.retryAfter
@@ -117,6 +118,9 @@ func (c *client) inferPatient(ctx context.Context, model string, xs [][]float64,
 			d = retryDefault
 		}
 		d = min(d, retryMax)
+		if waited+d > budget {
+			return r, nil
+		}
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aegis-inference/aegis/internal/servertest"
 )
@@ -23,8 +24,8 @@ func TestQuickRun(t *testing.T) {
 		t.Skip("starts a server for every scenario")
 	}
 	opt := options{
-		seeds: 1, policies: []string{"raw", "detect", "hardened", "watermark"},
-		mix: 1, split: 16, benign: 20, benignQueries: 450, overhead: 1000, poll: 10, blockAfter: 100, patient: true, maxWatermark: 2000,
+		seeds: 1, policies: []string{"raw", "detect", "harden", "hardened", "watermark"},
+		mix: 1, split: 16, benign: 20, benignQueries: 450, overhead: 1000, poll: 10, blockAfter: 100, patient: true, maxWait: 2 * time.Second, maxWatermark: 2000,
 		work: t.TempDir(), root: servertest.RepoRoot(t), lib: servertest.LibraryPath(t),
 		progress: logWriter{t}, command: "go test ./bench/extraction",
 	}.quicken()

@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/aegis-inference/aegis/internal/state"
+	"github.com/aegis-inference/aegis/internal/tensor"
+	"github.com/aegis-inference/aegis/internal/watermark"
 )
 
 // fakeAdmin stands for a server with the admin endpoints the benchmark
@@ -74,7 +79,7 @@ func TestAlarmsFromAuditLog(t *testing.T) {
 	}
 	log := `{"type":"request","seq":1,"principal":"key:a","model":"digits_mlp","decision":"allow","rule":"role:client"}
 {"type":"request","seq":2,"time":"2026-11-22T10:00:00.000000000Z","principal":"key:a","model":"digits_mlp","decision":"deny","rule":"extraction:block"}
-{"type":"alert","seq":3,"time":"2026-11-22T10:00:01.000000000Z","model":"digits_mlp","subject":"key:b","group":false,"raised":["knn"],"action":"alert","status":{"queries":40}}
+{"type":"event","seq":3,"time":"2026-11-22T10:00:01.000000000Z","kind":"extraction-alarm","principal":"key:b","detail":"model digits_mlp: risk 0.60, action throttle (was none), raised [knn,ood_rate], 40 queries"}
 `
 	if err := os.WriteFile(in.audit, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
@@ -90,30 +95,54 @@ func TestAlarmsFromAuditLog(t *testing.T) {
 	if a := al[0]; !a.implicates("key:a") || a.detector != "extraction:block" || a.action != "deny" || a.model != "digits_mlp" {
 		t.Errorf("refused request read as %+v", a)
 	}
-	if a := al[1]; !a.implicates("key:b") || a.queries != 40 || a.detector != "knn" {
+	if a := al[1]; !a.implicates("key:b") || a.queries != 40 || a.detector != "knn+ood_rate" || a.model != "digits_mlp" || a.action != "throttle" {
 		t.Errorf("alert record read as %+v", a)
 	}
 }
 
-func TestWatermarkInterface(t *testing.T) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /admin/v1/watermark/verify", func(w http.ResponseWriter, r *http.Request) {
-		var req VerifyRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Model != "digits_mlp" || len(req.Inputs) != 2 || len(req.Labels) != 2 {
-			http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
-			return
-		}
-		w.Write([]byte(`{"p_value":1e-30,"log2_p_value":-99.7,"marked":100,"matched":99}`))
-	})
-	in := fakeAdmin(t, mux)
-	res, err := serverWatermark{in}.Verify(context.Background(), "digits_mlp", [][]float64{make([]float64, 64), make([]float64, 64)}, []int{1, 2})
+// constClassifier answers every input with one class.
+type constClassifier int
+
+func (c constClassifier) Predict([]float64) int { return int(c) }
+
+// TestVerifyWatermark records marked pairs as the server does and checks
+// the harness reads them back and tests suspects against them: one that
+// reproduces the marks is identified, one that answers the true labels
+// is not.
+func TestVerifyWatermark(t *testing.T) {
+	dir := t.TempDir()
+	st, err := state.OpenBolt(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.PValue != 1e-30 || res.Log2PValue != -99.7 || res.Marked != 100 || res.Matched != 99 {
-		t.Errorf("got %+v", res)
+	rec, err := watermark.NewRecorder(st.DB(), watermark.RecorderOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := (serverWatermark{fakeAdmin(t, http.NewServeMux())}).Verify(context.Background(), "digits_mlp", nil, nil); !errors.Is(err, errUnsupported) {
-		t.Errorf("no endpoint: got %v, want errUnsupported", err)
+	for i := range 40 {
+		row := make([]byte, 4*64)
+		binary.LittleEndian.PutUint32(row, math.Float32bits(float32(i)))
+		in := tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{1, 64}, Data: row}
+		principal := []string{"key:a", "key:b"}[i%2]
+		rec.Record(principal, watermark.Pair{Model: "digits_mlp", Version: "1", Classes: 10, Label: 7, TrueLabel: 3,
+			Inputs: []tensor.Tensor{in}, MAC: []byte{byte(i)}})
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	res, err := verifyWatermark(dir, "digits_mlp", []string{"key:a", "key:b"}, constClassifier(7), constClassifier(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Pairs != 40 || res[0].AgreeWatermark != 40 || res[0].Log2P > -64 {
+		t.Errorf("suspect reproducing every mark: %+v, want 40 pairs, 40 agreements, p < 2^-64", res[0])
+	}
+	if res[1].AgreeWatermark != 0 || res[1].Log2P != 0 {
+		t.Errorf("suspect answering the true labels: %+v, want no agreement and p = 1", res[1])
+	}
+	if _, err := verifyWatermark(dir, "digits_logreg", []string{"key:a"}, constClassifier(7)); !errors.Is(err, errNoPairs) {
+		t.Errorf("no pairs for the model: got %v, want errNoPairs", err)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
@@ -83,7 +84,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("extraction", flag.ContinueOnError)
 	seeds := fs.Int("seeds", 5, "seeds per scenario and policy")
 	scen := fs.String("scenarios", "all", "comma-separated scenario names or patterns (path.Match), e.g. eqsolve@logreg,split16:*,benign")
-	pols := fs.String("policies", "raw,detect,hardened,watermark", "comma-separated policies (policies/<name>.yaml)")
+	pols := fs.String("policies", "raw,detect,harden,hardened,watermark", "comma-separated policies (policies/<name>.yaml)")
 	policyDir := fs.String("policy-dir", "", "read policies from this directory instead of the embedded ones")
 	quick := fs.Bool("quick", false, "smoke run: 1 seed, few queries and clients (figures not meaningful)")
 	out := fs.String("o", "", "also write the markdown report here")
@@ -95,6 +96,7 @@ func parseFlags(args []string) (options, error) {
 	poll := fs.Int("poll", 10, "read the alarm status every this many queries")
 	blockAfter := fs.Int("block-after", 100, "consecutive refusals after which an attacker gives up")
 	patient := fs.Bool("patient", true, "clients wait out rate limits (429, Retry-After) and try again")
+	maxWait := fs.Duration("max-wait", 20*time.Second, "the most a run's clients wait out rate limits in all; past it a 429 is a refusal")
 	work := fs.String("work", "", "work directory (default: a temporary directory, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory and every instance's state (audit logs)")
 	lib := fs.String("lib", "", "ONNX Runtime library (default: $AEGIS_ONNXRUNTIME_LIB, else build/onnxruntime/libonnxruntime.so.1)")
@@ -109,7 +111,7 @@ func parseFlags(args []string) (options, error) {
 	opt := options{
 		seeds: *seeds, scenarios: splitList(*scen), policies: splitList(*pols), policyDir: *policyDir,
 		quick: *quick, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
-		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWatermark: 2000,
+		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWait: *maxWait, maxWatermark: 2000,
 		work: *work, keep: *keep, root: root, lib: libraryPath(root, *lib), out: *out,
 		command: "go run ./bench/extraction " + strings.Join(args, " "),
 	}
@@ -129,6 +131,7 @@ func (o options) quicken() options {
 	o.benign = min(o.benign, 4)
 	o.benignQueries = min(o.benignQueries, 10)
 	o.overhead = min(o.overhead, 30)
+	o.maxWait = min(o.maxWait, 2*time.Second)
 	return o
 }
 

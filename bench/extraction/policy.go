@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -28,26 +29,30 @@ var embeddedPolicies embed.FS
 //	server:      a fragment of the server configuration (aegis serve's
 //	             YAML), decoded strictly over the harness's base
 //	             configuration (TLS, API keys, authorization, audit)
-//	models:      per victim, a model config.yaml written beside it
+//	models:      per served model (the victims, and digits for the
+//	             overhead), its config.yaml: extraction, outguard,
+//	             watermark sections (YAML anchors and aliases welcome)
 //	key_scopes:  the scopes (as `aegis keys create` sets them) of every
 //	             key the attackers and benign clients use
 //
-// An unknown field in the file itself is an error. A server that refuses
-// the fragment (an unknown field: the defence is not wired yet) or fails
-// to load a model under it makes the policy unsupported: the report says
-// why and its columns read n/a.
+// "${ROOT}" anywhere in the file stands for the repository's top
+// directory (for files such as the extraction monitor's reference
+// sample). An unknown field in the file itself is an error. A server
+// that refuses the fragment (an unknown field: a defence not wired) or
+// fails to load a model under it makes the policy unsupported: the report
+// says why and its columns read n/a.
 type policy struct {
 	name        string
-	Description string               `yaml:"description"`
-	Server      yaml.Node            `yaml:"server"`
-	Models      map[string]yaml.Node `yaml:"models"`
-	KeyScopes   pipeline.Scopes      `yaml:"key_scopes"`
-	unsupported string               // why the server refused the policy; "" if it did not
+	Description string          `yaml:"description"`
+	Server      map[string]any  `yaml:"server"`
+	Models      map[string]any  `yaml:"models"`
+	KeyScopes   pipeline.Scopes `yaml:"key_scopes"`
+	unsupported string          // why the server refused the policy; "" if it did not
 }
 
 // loadPolicies reads the named policies from dir, or from the embedded
 // files when dir is "".
-func loadPolicies(dir string, names []string) ([]*policy, error) {
+func loadPolicies(dir, root string, names []string) ([]*policy, error) {
 	fsys := fs.FS(embeddedPolicies)
 	sub := "policies"
 	if dir != "" {
@@ -59,6 +64,7 @@ func loadPolicies(dir string, names []string) ([]*policy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
 		}
+		b = bytes.ReplaceAll(b, []byte("${ROOT}"), []byte(root))
 		p := &policy{name: name}
 		if err := config.DecodeStrict(b, p); err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
@@ -67,7 +73,7 @@ func loadPolicies(dir string, names []string) ([]*policy, error) {
 			return nil, fmt.Errorf("policy %s: description: must be set", name)
 		}
 		for m := range p.Models {
-			if !isVictim(m) {
+			if !slices.Contains(servedModels, m) {
 				return nil, fmt.Errorf("policy %s: models: %q is not a model the benchmark serves", name, m)
 			}
 		}
@@ -78,10 +84,10 @@ func loadPolicies(dir string, names []string) ([]*policy, error) {
 
 // apply decodes the policy's server fragment over cfg, strictly.
 func (p *policy) apply(cfg *config.Config) error {
-	if p.Server.Kind == 0 {
+	if len(p.Server) == 0 {
 		return nil
 	}
-	b, err := yaml.Marshal(&p.Server)
+	b, err := yaml.Marshal(p.Server)
 	if err != nil {
 		return err
 	}
@@ -97,12 +103,7 @@ func (p *policy) modelConfig(model string) ([]byte, error) {
 	if !ok {
 		return nil, nil
 	}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(&n); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), enc.Close()
+	return yaml.Marshal(n)
 }
 
 // supported reports whether the server accepted the policy.

@@ -328,40 +328,49 @@ func (r *report) detection(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Detection\n\n")
 	w("Queries sent (all of the run's, cover queries included) when the first alarm implicating the attacker was raised, as the server ")
-	w("reports it (GET /admin/v1/extraction/status, else the audit log): median over the seeds that raised one, and how many did. ")
-	w("\"aggregate\": an alarm over several principals' traffic implicated the attacker; \"flagged\": principals any alarm named; ")
-	w("\"risk\": the highest risk the server gave an attacker principal. n/a: the server reports no extraction alarms.\n\n")
-	w("| scenario | policy | first alarm at | seeds alarmed | first detector | aggregate | flagged | risk |\n|---|---|---|---|---|---|---|---|\n")
+	w("reports it (GET /admin/v1/extraction/status; an alert's status.queries places it): median and range over the seeds that raised one, ")
+	w("and how many did. \"detector\": the detectors the first alert raised, and whether it was on the principal's own traffic or on a group's ")
+	w("(its client /24: every attacker key connects from 127.0.0.1). \"own\" and \"any\": attacker keys an alert on their own traffic, or ")
+	w("any alert (group alerts included), implicated (most over seeds). \"risk\": the highest risk the server gave an attacker key at the end.\n\n")
+	w("| scenario | policy | first alarm at | seeds alarmed | detector | own | any | risk |\n|---|---|---|---|---|---|---|---|\n")
+	var without []string
+	for _, p := range r.policies {
+		if p.name == "raw" || !p.supported() {
+			continue
+		}
+		monitored := false
+		for _, run := range r.runs {
+			if run.policy == p.name && run.firstAlarm >= 0 {
+				monitored = true
+			}
+		}
+		if !monitored {
+			without = append(without, p.name)
+		}
+	}
 	for _, s := range r.scenarios {
 		if s.kind == "benign" {
 			continue
 		}
 		for _, p := range r.policies {
-			if p.name == "raw" {
+			if p.name == "raw" || slices.Contains(without, p.name) {
 				continue
 			}
 			runs := r.runsOf(p.name, s.name)
 			if !p.supported() || len(runs) == 0 {
 				continue
 			}
-			if runs[0].firstAlarm < 0 {
-				w("| %s | %s | n/a | n/a | n/a | n/a | n/a | n/a |\n", s.name, p.name)
-				continue
-			}
 			var at, risk []float64
 			var det string
-			agg, flagged := 0, 0
+			own, flagged := 0, 0
 			for _, run := range runs {
 				if run.firstAlarm > 0 {
 					at = append(at, float64(run.firstAlarm))
 					if det == "" {
-						det = run.detector
+						det = run.detector + map[bool]string{true: " (group)", false: " (own)"}[run.firstGroup]
 					}
 				}
-				if run.aggregate {
-					agg++
-				}
-				flagged = max(flagged, run.flagged)
+				own, flagged = max(own, run.ownFlagged), max(flagged, run.flagged)
 				if !math.IsNaN(run.risk) {
 					risk = append(risk, run.risk)
 				}
@@ -374,11 +383,15 @@ func (r *report) detection(b *strings.Builder) {
 			if len(risk) > 0 {
 				rs = fmt.Sprintf("%.2f", slices.Max(risk))
 			}
-			w("| %s | %s | %s | %d/%d | %s | %d/%d | %d/%d | %s |\n", s.name, p.name, first, len(at), len(runs), det, agg, len(runs), flagged, runs[0].principals, rs)
+			n := runs[0].principals
+			w("| %s | %s | %s | %d/%d | %s | %d/%d | %d/%d | %s |\n", s.name, p.name, first, len(at), len(runs), det, own, n, flagged, n, rs)
 		}
 	}
 	r.notAccepted(b, 8)
 	w("\n")
+	if len(without) > 0 {
+		w("No extraction monitoring (alarm columns n/a) under: %s.\n\n", strings.Join(without, ", "))
+	}
 }
 
 func (r *report) benignTable(b *strings.Builder) {
@@ -435,10 +448,13 @@ func (r *report) benignTable(b *strings.Builder) {
 func (r *report) watermarkTable(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Watermark\n\n")
-	w("For each attack of at most %d queries, the server is asked (POST /admin/v1/watermark/verify) whether the attacker's final model, ", r.opt.maxWatermark)
-	w("answering the attacker's own queries, carries its watermark; and the same for a model of the same architecture trained without ")
-	w("the server on the attacker's natural pool with true labels. Surrogate: the largest p-value over seeds; independent: the smallest.\n\n")
-	w("| scenario | policy | surrogate p | surrogate log2 p | independent p |\n|---|---|---|---|---|\n")
+	w("For each attack of at most %d queries, as an operator verifies (`aegis watermark verify`, docs/watermark.md): with the server ", r.opt.maxWatermark)
+	w("stopped, the marked answers it recorded for the attacker's keys are read from its state store, and the attacker's final model ")
+	w("answers each recorded input; the p-value is the chance that a model built without those answers reproduces the watermark labels ")
+	w("as often (binomial, 1/9 per answer that is not the true label). The same for a model of the same architecture trained without the ")
+	w("server on the attacker's natural pool with true labels. Surrogate: the largest p over seeds (log2), and the marks reproduced ")
+	w("of those recorded (total over seeds); independent: the smallest p.\n\n")
+	w("| scenario | policy | surrogate log2 p | marks reproduced | independent log2 p | independent p |\n|---|---|---|---|---|---|\n")
 	rows := 0
 	for _, s := range r.scenarios {
 		for _, p := range r.policies {
@@ -449,25 +465,30 @@ func (r *report) watermarkTable(b *strings.Builder) {
 			if !p.supported() || len(runs) == 0 {
 				continue
 			}
-			var sp, sl, ip []float64
+			var sl, il []float64
+			agree, pairs := 0, 0
 			note := ""
 			for _, run := range runs {
 				if run.watermark == nil {
 					note = run.wmNote
 					continue
 				}
-				sp, sl, ip = append(sp, run.watermark.PValue), append(sl, run.watermark.Log2PValue), append(ip, run.indep.PValue)
+				sl, il = append(sl, run.watermark.Log2P), append(il, run.indep.Log2P)
+				agree, pairs = agree+run.watermark.AgreeWatermark, pairs+run.watermark.Pairs
 			}
-			if len(sp) == 0 {
-				w("| %s | %s | %s | | |\n", s.name, p.name, note)
-			} else {
-				w("| %s | %s | %.3g | %.1f | %.3g |\n", s.name, p.name, slices.Max(sp), slices.Max(sl), slices.Min(ip))
+			if len(sl) == 0 {
+				if note != "no marked answers" {
+					w("| %s | %s | %s | | | |\n", s.name, p.name, note)
+					rows++
+				}
+				continue
 			}
+			w("| %s | %s | %.1f | %d/%d | %.2f | %.3g |\n", s.name, p.name, slices.Max(sl), agree, pairs, slices.Min(il), math.Exp2(slices.Min(il)))
 			rows++
 		}
 	}
-	if r.notAccepted(b, 5) == 0 && rows == 0 {
-		w("| – | – | n/a (no policy with a watermark ran) | | |\n")
+	if r.notAccepted(b, 6) == 0 && rows == 0 {
+		w("| – | – | n/a (no marked answers recorded under any policy) | | | |\n")
 	}
 	w("\n")
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aegis-inference/aegis/bench/extraction/attack"
 	"github.com/aegis-inference/aegis/bench/extraction/learn"
+	"github.com/aegis-inference/aegis/internal/watermark"
 )
 
 // options configure one run.
@@ -20,17 +21,18 @@ type options struct {
 	policies      []string
 	policyDir     string // "" for the embedded policies
 	quick         bool
-	mix           float64 // natural queries per attack query (interleave)
-	split         int     // principals of a split attack
-	benign        int     // benign clients
-	benignQueries int     // held-out rows each benign client replays (to each victim)
-	overhead      int     // measured requests per instance for the overhead
-	poll          int     // poll the alarm status every this many queries
-	blockAfter    int     // consecutive refusals after which the attacker gives up
-	patient       bool    // wait out 429s (Retry-After) and try again
-	maxWatermark  int     // verify the watermark for runs of at most this many queries
-	work          string  // work directory
-	keep          bool    // keep instance directories
+	mix           float64       // natural queries per attack query (interleave)
+	split         int           // principals of a split attack
+	benign        int           // benign clients
+	benignQueries int           // held-out rows each benign client replays (to each victim)
+	overhead      int           // measured requests per instance for the overhead
+	poll          int           // poll the alarm status every this many queries
+	blockAfter    int           // consecutive refusals after which the attacker gives up
+	patient       bool          // wait out 429s (Retry-After) and try again
+	maxWait       time.Duration // at most this long per run (all its principals)
+	maxWatermark  int           // verify the watermark for runs of at most this many queries
+	work          string        // work directory
+	keep          bool          // keep instance directories
 	root, lib     string
 	out           string
 	progress      io.Writer
@@ -61,7 +63,7 @@ func run(opt options) (*report, error) {
 		return nil, err
 	}
 	names := opt.policies
-	policies, err := loadPolicies(opt.policyDir, names)
+	policies, err := loadPolicies(opt.policyDir, opt.root, names)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +130,7 @@ func run(opt options) (*report, error) {
 // reference records the victims' raw answers on every held-out row, from
 // an instance without defences.
 func (b *bench) reference() error {
-	raw, err := loadPolicies("", []string{"raw"})
+	raw, err := loadPolicies(b.opt.policyDir, b.opt.root, []string{"raw"})
 	if err != nil {
 		return err
 	}
@@ -204,13 +206,15 @@ type attackRun struct {
 	// implicating the attacker was raised: 0 none, -1 not supported.
 	firstAlarm int
 	detector   string // of the first alarm
-	aggregate  bool   // an aggregate-scope alarm implicated the attacker
+	firstGroup bool   // the first alarm was on a group (aggregated traffic)
+	aggregate  bool   // a group alarm implicated the attacker
 	flagged    int    // attacker principals any alarm implicated
+	ownFlagged int    // attacker principals an alarm on their own traffic implicated
 	principals int
-	risk       float64 // highest risk of an attacker principal; NaN unknown
-	watermark  *VerifyResult
-	indep      *VerifyResult // a model trained without the server, same inputs
-	wmNote     string        // why there is no watermark result
+	risk       float64           // highest risk of an attacker principal; NaN unknown
+	watermark  *watermark.Result // the surrogate against the recorded marks
+	indep      *watermark.Result // a model trained without the server
+	wmNote     string            // why there is no watermark result
 }
 
 // meter counts the queries of one run and remembers when each principal
@@ -245,6 +249,7 @@ type principalOracle struct {
 	streak     int // refusals in a row
 	blockAfter int
 	patient    bool
+	maxWait    time.Duration
 }
 
 var _ attack.Oracle = (*principalOracle)(nil)
@@ -253,7 +258,11 @@ func (o *principalOracle) Query(ctx context.Context, xs [][]float64) ([]attack.A
 	out := make([]attack.Answer, 0, len(xs))
 	for _, x := range xs {
 		t := time.Now()
-		r, err := o.c.inferPatient(ctx, o.model, [][]float64{x}, o.patient)
+		var budget time.Duration
+		if o.patient {
+			budget = max(0, o.maxWait-o.m.waited)
+		}
+		r, err := o.c.inferPatient(ctx, o.model, [][]float64{x}, budget)
 		if err != nil {
 			return out, err
 		}
@@ -299,7 +308,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 			return nil, err
 		}
 		principals = append(principals, c.principal)
-		oracles = append(oracles, &principalOracle{c: c, model: s.victim, m: m, blockAfter: b.opt.blockAfter, patient: b.opt.patient})
+		oracles = append(oracles, &principalOracle{c: c, model: s.victim, m: m, blockAfter: b.opt.blockAfter, patient: b.opt.patient, maxWait: b.opt.maxWait})
 	}
 	oracle := oracles[0]
 	switch s.spread {
@@ -358,7 +367,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 			return nil, err
 		default:
 			r.firstAlarm = 0
-			flagged := map[string]bool{}
+			flagged, own := map[string]bool{}, map[string]bool{}
 			for _, a := range st.alarms() {
 				if !implicatesAny(a, principals, s.victim) {
 					continue
@@ -366,6 +375,9 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 				for _, pr := range principals {
 					if a.implicates(pr) {
 						flagged[pr] = true
+						if !a.aggregate {
+							own[pr] = true
+						}
 					}
 				}
 				if a.aggregate {
@@ -373,42 +385,40 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 				}
 				at := m.place(a, seenAt)
 				if r.firstAlarm == 0 || at < r.firstAlarm {
-					r.firstAlarm, r.detector = at, a.detector
+					r.firstAlarm, r.detector, r.firstGroup = at, a.detector, a.aggregate
 				}
 			}
-			r.flagged = len(flagged)
+			r.flagged, r.ownFlagged = len(flagged), len(own)
 			if risk, ok := st.risk(s.victim, principals); ok {
 				r.risk = risk
 			}
 		}
 	}
 
-	// The watermark: does the server recognise the surrogate, and not a
-	// model trained without it?
+	// The watermark: with the server stopped, does the surrogate
+	// reproduce the marks its principals were answered with, where a
+	// model trained without the server does not?
+	if err := in.halt(); err != nil {
+		return nil, err
+	}
 	switch {
 	case final == nil:
 		r.wmNote = "no model"
 	case m.sent > b.opt.maxWatermark:
 		r.wmNote = fmt.Sprintf("more than %d queries", b.opt.maxWatermark)
 	default:
-		wm := serverWatermark{in}
-		res, err := wm.Verify(ctx, s.victim, m.inputs, predictAll(final, m.inputs))
+		ind, err := b.independent(s.victim, seed)
+		if err != nil {
+			return nil, err
+		}
+		res, err := verifyWatermark(in.stateDir, s.victim, principals, final, ind)
 		switch {
-		case errors.Is(err, errUnsupported):
-			r.wmNote = "n/a"
+		case errors.Is(err, errNoPairs):
+			r.wmNote = "no marked answers"
 		case err != nil:
 			return nil, fmt.Errorf("watermark: %w", err)
 		default:
-			r.watermark = &res
-			ind, err := b.independent(s.victim, seed)
-			if err != nil {
-				return nil, err
-			}
-			res, err := wm.Verify(ctx, s.victim, m.inputs, predictAll(ind, m.inputs))
-			if err != nil {
-				return nil, fmt.Errorf("watermark, independent model: %w", err)
-			}
-			r.indep = &res
+			r.watermark, r.indep = &res[0], &res[1]
 		}
 	}
 	return r, nil

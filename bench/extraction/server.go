@@ -125,8 +125,11 @@ type instance struct {
 	audit    string       // the audit log's path
 	client   *http.Client // the operator's, and clients' from the default address
 	servers  *servers
+	stateDir string
 	cancel   context.CancelFunc
 	done     chan error
+	halted   bool
+	haltErr  error
 	keep     bool
 }
 
@@ -192,7 +195,7 @@ func (s *servers) start(p *policy) (*instance, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{policy: p, srv: srv, url: "https://" + srv.HTTPAddr(), dir: dir, operator: op,
-		audit: cfg.AuditPath(), client: s.client, servers: s, cancel: cancel, done: make(chan error, 1), keep: s.keep}
+		audit: cfg.AuditPath(), client: s.client, servers: s, stateDir: cfg.StateDir, cancel: cancel, done: make(chan error, 1), keep: s.keep}
 	go func() { in.done <- srv.Serve(ctx) }()
 	return in, nil
 }
@@ -209,15 +212,25 @@ type policyError struct{ err error }
 func (e *policyError) Error() string { return e.err.Error() }
 func (e *policyError) Unwrap() error { return e.err }
 
-// stop shuts the instance down and, unless kept, removes its files.
-func (in *instance) stop() error {
-	in.cancel()
-	var err error
-	select {
-	case err = <-in.done:
-	case <-time.After(30 * time.Second):
-		err = errors.New("server did not stop within 30s")
+// halt shuts the server down gracefully (its state store and audit log
+// closed) and leaves its files; it returns the same result every time.
+func (in *instance) halt() error {
+	if in.halted {
+		return in.haltErr
 	}
+	in.halted = true
+	in.cancel()
+	select {
+	case in.haltErr = <-in.done:
+	case <-time.After(30 * time.Second):
+		in.haltErr = errors.New("server did not stop within 30s")
+	}
+	return in.haltErr
+}
+
+// stop halts the instance and, unless kept, removes its files.
+func (in *instance) stop() error {
+	err := in.halt()
 	if !in.keep {
 		os.RemoveAll(in.dir)
 	}

@@ -1,65 +1,82 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
-	"net/http"
+	"fmt"
+	"math"
+
+	"github.com/aegis-inference/aegis/bench/extraction/attack"
+	"github.com/aegis-inference/aegis/bench/extraction/learn"
+	"github.com/aegis-inference/aegis/internal/state"
+	"github.com/aegis-inference/aegis/internal/tensor"
+	"github.com/aegis-inference/aegis/internal/watermark"
 )
 
-// The benchmark asks the server whether a model carries its watermark
-// (see docs/extraction.md, "What the benchmark expects from the server"):
-//
-//	POST /admin/v1/watermark/verify   (operator credential: admin)
-//	{"model": "digits_mlp", "inputs": [[64 numbers]...], "labels": [int...]}
-//
-//	200 {"p_value": 1e-25, "log2_p_value": -83.0, "marked": 120, "matched": 118}
-//	404 when the server has no watermark
-//
-// inputs are the queries a suspect model is asked (here: every query the
-// attacker sent, at most 2,000), labels the suspect's top-1 answers to
-// them. The server finds which of the inputs its watermark marks and tests
-// whether the suspect reproduces the marked answers more often than a
-// model independent of the server would: p_value is that test's p-value
-// (log2_p_value keeps it exact below 2^-1074), marked and matched the
-// counts it rests on.
+// The watermark is verified as an operator verifies it (`aegis watermark
+// verify`, docs/watermark.md): with the server stopped, the pairs it
+// recorded for the suspected principals (every marked answer they were
+// given: the input and the watermark label) are read from its state
+// store, the suspect model answers each recorded input, and
+// watermark.Verify tests how often it reproduces the watermark label
+// against the 1/(C−1) chance of a model built without those answers. The
+// suspect here is the attacker's surrogate itself, evaluated in Go (the
+// CLI would run it as ONNX), and, for contrast, a model of the same
+// architecture trained without the server.
 
-// VerifyRequest is the body of POST /admin/v1/watermark/verify.
-type VerifyRequest struct {
-	Model  string      `json:"model"`
-	Inputs [][]float64 `json:"inputs"`
-	Labels []int       `json:"labels"`
-}
+// errNoPairs means the server recorded no marked answer for the
+// principals: no watermark on the model, or too few queries to be marked.
+var errNoPairs = errors.New("no watermark pairs recorded")
 
-// VerifyResult is its answer.
-type VerifyResult struct {
-	PValue     float64 `json:"p_value"`
-	Log2PValue float64 `json:"log2_p_value"`
-	Marked     int     `json:"marked"`
-	Matched    int     `json:"matched"`
-}
-
-// watermarkVerifier tests a suspect's answers for the server's watermark.
-type watermarkVerifier interface {
-	// Verify returns the test's result for a suspect that answered labels
-	// to inputs; errUnsupported when the server has no watermark.
-	Verify(ctx context.Context, model string, inputs [][]float64, labels []int) (VerifyResult, error)
-}
-
-type serverWatermark struct{ in *instance }
-
-var _ watermarkVerifier = serverWatermark{}
-
-// Verify implements watermarkVerifier.
-func (s serverWatermark) Verify(ctx context.Context, model string, inputs [][]float64, labels []int) (VerifyResult, error) {
-	body, err := json.Marshal(VerifyRequest{Model: model, Inputs: inputs, Labels: labels})
+// verifyWatermark tests suspects against the pairs the stopped instance
+// recorded for principals on model. It returns one result per suspect.
+func verifyWatermark(stateDir, model string, principals []string, suspects ...learn.Classifier) ([]watermark.Result, error) {
+	st, err := state.OpenBolt(stateDir)
 	if err != nil {
-		return VerifyResult{}, err
+		return nil, fmt.Errorf("open state store: %w", err)
 	}
-	var r VerifyResult
-	err = s.in.admin(ctx, http.MethodPost, "/admin/v1/watermark/verify", body, &r)
-	if errors.Is(err, errNotFound) {
-		return r, errUnsupported
+	defer st.Close()
+	var pairs []watermark.Pair
+	for _, p := range principals {
+		ps, err := watermark.Pairs(st.DB(), p)
+		if err != nil {
+			return nil, fmt.Errorf("pairs of %s: %w", p, err)
+		}
+		for _, pr := range ps {
+			if pr.Model == model {
+				pairs = append(pairs, pr)
+			}
+		}
 	}
-	return r, err
+	if len(pairs) == 0 {
+		return nil, errNoPairs
+	}
+	var out []watermark.Result
+	for _, s := range suspects {
+		res, err := watermark.Verify(pairs, func(p *watermark.Pair) (int64, error) {
+			x, err := pairInput(p)
+			if err != nil {
+				return 0, err
+			}
+			return int64(s.Predict(x)), nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// pairInput decodes a recorded digits row: one FP32 input of 64 values.
+func pairInput(p *watermark.Pair) ([]float64, error) {
+	if len(p.Inputs) != 1 || p.Inputs[0].DType != tensor.FP32 || len(p.Inputs[0].Data) != 4*attack.Dim {
+		return nil, fmt.Errorf("recorded input is not one FP32 row of %d values", attack.Dim)
+	}
+	d := p.Inputs[0].Data
+	x := make([]float64, attack.Dim)
+	for i := range x {
+		x[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(d[4*i:])))
+	}
+	return x, nil
 }
