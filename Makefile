@@ -128,3 +128,12 @@ bench-access: setup
 bench-extraction: setup
 	@mkdir -p build/bench
 	$(GO) run ./bench/extraction -o build/bench/extraction.md $(BENCH_EXTRACTION_FLAGS)
+
+## soak: overload behaviour of the real server (see docs/ratelimit.md, "Overload on the real server"):
+## its capacity, then Poisson arrivals at three times it for 10 minutes, checking refusal latency,
+## admitted p99 and memory; SOAK_FLAGS=-duration=30s for a quicker run. Not part of `make test`.
+## Writes build/soak/soak.md and the per-second record build/soak/soak.csv; fails if a target is missed.
+.PHONY: soak
+soak: setup
+	@mkdir -p build/soak
+	$(GO) run ./bench/soak -o build/soak/soak.md -csv build/soak/soak.csv $(SOAK_FLAGS)
