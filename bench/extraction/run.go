@@ -344,7 +344,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 
 	evalX, evalY := b.h.eval(), b.ref[s.victim][poolSize:]
 	var final learn.Classifier
-	err = s.newAttack(b.h, seed).Run(ctx, oracle, s.checkpoints(b.opt.quick), func(own int, model learn.Classifier) error {
+	err = s.newAttack(b.h, seed, b.opt.quick).Run(ctx, oracle, s.checkpoints(b.opt.quick), func(own int, model learn.Classifier) error {
 		r.curve = append(r.curve, point{own: own, sent: m.sent, agreement: learn.Agreement(model, evalX, evalY)})
 		final = model
 		return nil
@@ -493,7 +493,11 @@ func (b *bench) independent(victim string, seed uint64) (learn.Classifier, error
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x696e646570))
 	net := learn.NewNet(sizes(victim), 1.0/attack.PixelMax, rng)
-	if err := net.Fit(xs, ts, learn.DefaultTrain, rng); err != nil {
+	train := learn.DefaultTrain
+	if b.opt.quick {
+		train = quickTrain
+	}
+	if err := net.Fit(xs, ts, train, rng); err != nil {
 		return nil, err
 	}
 	return net, nil

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/aegis-inference/aegis/bench/extraction/attack"
+	"github.com/aegis-inference/aegis/bench/extraction/learn"
 )
 
 // scenario is an attack on a victim, sent by one principal, split over
@@ -97,19 +98,27 @@ func sizes(victim string) []int {
 // with doubling rounds it spends 25, 50, 100, ... queries.
 const jacobianSeeds = 25
 
+// quickTrain trains surrogates in quick runs: a fraction of
+// learn.DefaultTrain's steps (figures not meaningful, code paths the same).
+var quickTrain = learn.TrainConfig{Batch: 32, LR: 0.01, L2: 1e-4, Epochs: 20, MinSteps: 60, MaxSteps: 200}
+
 // newAttack builds the scenario's attack for one seed.
-func (s scenario) newAttack(h *heldout, seed uint64) attack.Attack {
+func (s scenario) newAttack(h *heldout, seed uint64, quick bool) attack.Attack {
+	var train learn.TrainConfig // zero: learn.DefaultTrain
+	if quick {
+		train = quickTrain
+	}
 	switch s.kind {
 	case "eqsolve":
-		return attack.EqSolve{Seed: seed}
+		return attack.EqSolve{Seed: seed, Train: train}
 	case "label-random":
-		return attack.Retrain{Source: attack.NewUniform(seed), Sizes: sizes(s.victim), Seed: seed}
+		return attack.Retrain{Source: attack.NewUniform(seed), Sizes: sizes(s.victim), Seed: seed, Train: train}
 	case "label-natural":
-		return attack.Retrain{Source: attack.NewNatural(h.pool(), seed), Sizes: sizes(s.victim), Seed: seed}
+		return attack.Retrain{Source: attack.NewNatural(h.pool(), seed), Sizes: sizes(s.victim), Seed: seed, Train: train}
 	case "knockoff":
-		return attack.Retrain{Source: attack.NewNatural(h.pool(), seed), Soft: true, Sizes: sizes(s.victim), Seed: seed}
+		return attack.Retrain{Source: attack.NewNatural(h.pool(), seed), Soft: true, Sizes: sizes(s.victim), Seed: seed, Train: train}
 	case "jacobian":
-		return attack.Jacobian{Seeds: h.seeds(jacobianSeeds, seed), Lambda: 2, Tau: 3, Sizes: sizes(s.victim), Seed: seed}
+		return attack.Jacobian{Seeds: h.seeds(jacobianSeeds, seed), Lambda: 2, Tau: 3, Sizes: sizes(s.victim), Seed: seed, Train: train}
 	}
 	panic("unknown attack " + s.kind)
 }

@@ -28,7 +28,8 @@ import (
 // equation per query); when no scores are served at all, it trains a
 // logistic regression on the labels (label-only retraining).
 type EqSolve struct {
-	Seed uint64
+	Seed  uint64
+	Train learn.TrainConfig // of the label-only fallback; zero: learn.DefaultTrain
 }
 
 var _ Attack = EqSolve{}
@@ -51,7 +52,7 @@ func (e EqSolve) Run(ctx context.Context, o Oracle, checkpoints []int, observe O
 		if err != nil && !errors.Is(err, ErrBlocked) {
 			return err
 		}
-		model, merr := s.model(xs, answers, e.Seed)
+		model, merr := s.model(xs, answers, e.Seed, e.Train)
 		if merr != nil {
 			return merr
 		}
@@ -98,7 +99,7 @@ func (s *system) reset(q float64) {
 
 // model brings the system up to date with answers and returns the
 // recovered model.
-func (s *system) model(xs [][]float64, answers []Answer, seed uint64) (learn.Classifier, error) {
+func (s *system) model(xs [][]float64, answers []Answer, seed uint64, train learn.TrainConfig) (learn.Classifier, error) {
 	if q := quantum(answers); q != s.q {
 		s.reset(q)
 	}
@@ -107,15 +108,9 @@ func (s *system) model(xs [][]float64, answers []Answer, seed uint64) (learn.Cla
 	}
 	if s.eqs == 0 {
 		if usableScores(answers) < scoreMinUse {
-			return labelOnly(xs, answers, seed)
+			return labelOnlyNet(xs, answers, seed, train)
 		}
-		return s.scores.fit(xs, answers, s.q, func() (*learn.Net, error) {
-			c, err := labelOnly(xs, answers, seed)
-			if err != nil {
-				return nil, err
-			}
-			return c.(*learn.Net), nil
-		})
+		return s.scores.fit(xs, answers, s.q, func() (*learn.Net, error) { return labelOnlyNet(xs, answers, seed, train) })
 	}
 	theta, err := s.solve()
 	if err != nil {
@@ -230,13 +225,9 @@ func (s *system) solve() ([]float64, error) {
 	return nil, fmt.Errorf("equation-solving: normal equations not solvable (%d equations)", s.eqs)
 }
 
-// labelOnly trains a logistic regression on the served labels: what an
+// labelOnlyNet trains a logistic regression on the served labels: what an
 // attacker does when no probabilities are served.
-func labelOnly(xs [][]float64, answers []Answer, seed uint64) (learn.Classifier, error) {
-	return labelOnlyNet(xs, answers, seed)
-}
-
-func labelOnlyNet(xs [][]float64, answers []Answer, seed uint64) (*learn.Net, error) {
+func labelOnlyNet(xs [][]float64, answers []Answer, seed uint64, train learn.TrainConfig) (*learn.Net, error) {
 	var tx, ty [][]float64
 	for i, a := range answers {
 		if !a.Refused && a.Label >= 0 && a.Label < Classes {
@@ -248,7 +239,7 @@ func labelOnlyNet(xs [][]float64, answers []Answer, seed uint64) (*learn.Net, er
 	if len(tx) == 0 {
 		return net, nil
 	}
-	if err := net.Fit(tx, ty, learn.DefaultTrain, rng); err != nil {
+	if err := net.Fit(tx, ty, trainOr(train), rng); err != nil {
 		return nil, err
 	}
 	return net, nil

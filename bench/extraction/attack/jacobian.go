@@ -24,6 +24,7 @@ type Jacobian struct {
 	Tau    int
 	Sizes  []int
 	Seed   uint64
+	Train  learn.TrainConfig // zero: learn.DefaultTrain
 }
 
 var _ Attack = Jacobian{}
@@ -55,7 +56,7 @@ func (j Jacobian) Run(ctx context.Context, o Oracle, checkpoints []int, observe 
 		for k, y := range labels {
 			ts[k] = learn.OneHot(y, Classes)
 		}
-		sub, ferr := fit(xs, ts, j.Sizes, j.Seed, round)
+		sub, ferr := fit(xs, ts, j.Sizes, j.Train, j.Seed, round)
 		if ferr != nil {
 			return ferr
 		}

@@ -20,6 +20,9 @@ type Retrain struct {
 	// Sizes are the surrogate's layer sizes (Dim first, Classes last).
 	Sizes []int
 	Seed  uint64
+	// Train is how the surrogate is trained; zero means
+	// learn.DefaultTrain.
+	Train learn.TrainConfig
 }
 
 var _ Attack = Retrain{}
@@ -45,7 +48,7 @@ func (r Retrain) Run(ctx context.Context, o Oracle, checkpoints []int, observe O
 		if err != nil {
 			spent -= len(batch) - len(got)
 		}
-		model, ferr := fit(xs, ts, r.Sizes, r.Seed, uint64(i))
+		model, ferr := fit(xs, ts, r.Sizes, r.Train, r.Seed, uint64(i))
 		if ferr != nil {
 			return ferr
 		}
@@ -59,15 +62,23 @@ func (r Retrain) Run(ctx context.Context, o Oracle, checkpoints []int, observe O
 	return nil
 }
 
+// trainOr returns t, or learn.DefaultTrain when t is zero.
+func trainOr(t learn.TrainConfig) learn.TrainConfig {
+	if t == (learn.TrainConfig{}) {
+		return learn.DefaultTrain
+	}
+	return t
+}
+
 // fit trains a fresh network of the given sizes, seeded by (seed, stream);
 // with no examples it returns the untrained network.
-func fit(xs, ts [][]float64, sizes []int, seed, stream uint64) (*learn.Net, error) {
+func fit(xs, ts [][]float64, sizes []int, train learn.TrainConfig, seed, stream uint64) (*learn.Net, error) {
 	rng := rand.New(rand.NewPCG(seed, 0x666974<<8|stream))
 	net := learn.NewNet(sizes, 1.0/PixelMax, rng)
 	if len(xs) == 0 {
 		return net, nil
 	}
-	if err := net.Fit(xs, ts, learn.DefaultTrain, rng); err != nil {
+	if err := net.Fit(xs, ts, trainOr(train), rng); err != nil {
 		return nil, err
 	}
 	return net, nil
