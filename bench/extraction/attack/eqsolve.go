@@ -25,8 +25,9 @@ import (
 // each equation by the inverse of its variance under rounding. When no
 // query yields an equation but scores are served (the top class and its
 // probability only), it fits the scores instead (scoreFit: one nonlinear
-// equation per query); when no scores are served at all, it trains a
-// logistic regression on the labels (label-only retraining).
+// equation per query) unless they fit too badly to be merely rounded;
+// then, or when no scores are served at all, it trains a logistic
+// regression on the labels (label-only retraining).
 type EqSolve struct {
 	Seed  uint64
 	Train learn.TrainConfig // of the label-only fallback; zero: learn.DefaultTrain
@@ -110,7 +111,11 @@ func (s *system) model(xs [][]float64, answers []Answer, seed uint64, train lear
 		if usableScores(answers) < scoreMinUse {
 			return labelOnlyNet(xs, answers, seed, train)
 		}
-		return s.scores.fit(xs, answers, s.q, func() (*learn.Net, error) { return labelOnlyNet(xs, answers, seed, train) })
+		net, err := s.scores.fit(xs, answers, s.q, func() (*learn.Net, error) { return labelOnlyNet(xs, answers, seed, train) })
+		if err != nil || s.scores.misfit <= scoreMisfit {
+			return net, err
+		}
+		return labelOnlyNet(xs, answers, seed, train)
 	}
 	theta, err := s.solve()
 	if err != nil {

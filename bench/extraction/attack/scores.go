@@ -17,10 +17,22 @@ import (
 // parameters (class 0's fixed at 0), from where the previous checkpoint
 // left it (first from a label-only fit). It is the attacker who reads the
 // confidence a hardened server still serves, not only the label.
+//
+// The attacker also checks the fit: under rounding alone each weighted
+// squared residual is about 1/3 on average (a uniform rounding error over
+// a step of 2ε has variance ε²/3). When the mean is far above that
+// (misfit), the scores are not a rounded softmax of a linear function of
+// the input (the server perturbs them, e.g. with a reverse sigmoid), and
+// the attacker learns from the labels instead.
 type scoreFit struct {
-	theta []float64 // blocks of blk for classes 1..Classes−1: W/PixelMax then b
-	mu    float64   // damping
+	theta  []float64 // blocks of blk for classes 1..Classes−1: W/PixelMax then b
+	mu     float64   // damping
+	misfit float64   // mean weighted squared residual of the last fit
 }
+
+// scoreMisfit is the mean weighted squared residual above which the
+// scores are taken to be perturbed: thirty times what rounding explains.
+const scoreMisfit = 10
 
 const (
 	scoreIters = 12 // Levenberg–Marquardt iterations per checkpoint
@@ -271,6 +283,19 @@ func (f *scoreFit) fit(xs [][]float64, answers []Answer, q float64, init func() 
 			break
 		}
 	}
+	used := 0
+	for i, idx := range byRow {
+		if len(idx) > 0 {
+			f.logits(xs[i], z)
+			logSoftmax(z, p)
+			for _, k := range idx {
+				if r := z[rs[k].c] - rs[k].l; !rs[k].saturated || r < 0 {
+					used++
+				}
+			}
+		}
+	}
+	f.misfit = cost / float64(max(used, 1))
 	net := &learn.Net{Scale: 1, Layers: []learn.Dense{{In: Dim, Out: Classes, W: make([]float64, Dim*Classes), B: make([]float64, Classes)}}}
 	d := &net.Layers[0]
 	for c := 1; c < Classes; c++ {
