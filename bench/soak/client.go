@@ -85,7 +85,7 @@ type result struct {
 // would. It writes a prebuilt request and parses only what it checks (the
 // status, Content-Length or chunked framing, Retry-After, Connection), so
 // that one CPU of clients can offer several times what one CPU of server
-// serves: net/http's client costs about three times as much per request.
+// serves: net/http's client costs several times as much per request.
 // A client is used by one goroutine at a time.
 type client struct {
 	addr    string

@@ -58,11 +58,11 @@ func (r *report) markdown() string {
 			continue
 		}
 		t, s := ph.all(), ph.elapsed.Seconds()
-		p("| %s (%.2g× capacity, %v) | %.0f | %.0f | %.0f | %.0f | %.0f | %d | %d | %v | %v | %v | %v | %v | %v | %d | %.2f | %.2f | %s |\n",
+		p("| %s (%.2g× capacity, %v) | %.0f | %.0f | %.0f | %.1f | %.1f | %d | %d | %s | %s | %s | %s | %s | %v | %d | %.2f | %.2f | %s |\n",
 			ph.name, ph.rate/r.capacity, ph.length, float64(t.offered)/s, float64(t.sent())/s, float64(t.admitted)/s,
 			float64(t.shed)/s, float64(t.limited)/s, t.errors, t.drops,
-			d(t.adm.quantile(0.5)), d(t.adm.quantile(0.99)), d(t.adm.quantile(0.999)),
-			d(t.ref.quantile(0.5)), d(t.ref.quantile(0.99)), d(ph.lag.quantile(0.99)), ph.dials, ph.serverCPU, ph.clientCPU, other(ph.otherCPU))
+			lat(&t.adm, 0.5), lat(&t.adm, 0.99), lat(&t.adm, 0.999),
+			lat(&t.ref, 0.5), lat(&t.ref, 0.99), d(ph.lag.quantile(0.99)), ph.dials, ph.serverCPU, ph.clientCPU, other(ph.otherCPU))
 	}
 	if n, _ := r.errorCount(); n > 0 {
 		p("\nErrors:\n\n")
@@ -129,9 +129,9 @@ func (r *report) markdown() string {
 				heap, gor, sched = mib(x.stats.HeapBytes), fmt.Sprint(x.stats.Goroutines), fmt.Sprint(d(x.stats.SchedP99))
 			}
 		}
-		p("| %ds | %.0f | %.0f | %.0f | %.0f | %d | %d | %v | %v | %v | %v | %s | %s | %s | %s | %s |\n",
+		p("| %ds | %.0f | %.0f | %.0f | %.0f | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			from+t.seconds, float64(t.offered)/s, float64(t.admitted)/s, float64(t.shed)/s, float64(t.limited)/s, t.errors, t.drops,
-			d(t.adm.quantile(0.5)), d(t.adm.quantile(0.99)), d(t.ref.quantile(0.5)), d(t.ref.quantile(0.99)), rss, anon, heap, gor, sched)
+			lat(&t.adm, 0.5), lat(&t.adm, 0.99), lat(&t.ref, 0.5), lat(&t.ref, 0.99), rss, anon, heap, gor, sched)
 	}
 	return b.String()
 }
@@ -260,6 +260,14 @@ func window(run time.Duration) time.Duration {
 		}
 	}
 	return 1800 * time.Second
+}
+
+// lat is quantile q of h for a table: "–" when h is empty.
+func lat(h *hist, q float64) string {
+	if h.count() == 0 {
+		return "–"
+	}
+	return fmt.Sprint(d(h.quantile(q)))
 }
 
 func other(x float64) string {
