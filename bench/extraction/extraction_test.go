@@ -30,7 +30,7 @@ func TestQuickRun(t *testing.T) {
 	}
 	opt := options{
 		seeds: 1, policies: policies,
-		mix: 1, split: 16, benign: 20, benignQueries: 450, overhead: 1000, poll: 10, blockAfter: 100, patient: true, maxWait: 2 * time.Second, maxWatermark: 2000,
+		mix: 1, split: 16, benign: 20, benignQueries: 450, overhead: 1000, poll: 10, blockAfter: 100, patient: true, maxWait: 2 * time.Second,
 		work: t.TempDir(), root: servertest.RepoRoot(t), lib: servertest.LibraryPath(t),
 		progress: logWriter{t}, command: "go test ./bench/extraction",
 	}.quicken()

@@ -111,7 +111,7 @@ func parseFlags(args []string) (options, error) {
 	opt := options{
 		seeds: *seeds, scenarios: splitList(*scen), policies: splitList(*pols), policyDir: *policyDir,
 		quick: *quick, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
-		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWait: *maxWait, maxWatermark: 2000,
+		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWait: *maxWait,
 		work: *work, keep: *keep, root: root, lib: libraryPath(root, *lib), out: *out,
 		command: "go run ./bench/extraction " + strings.Join(args, " "),
 	}

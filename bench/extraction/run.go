@@ -30,7 +30,6 @@ type options struct {
 	blockAfter    int           // consecutive refusals after which the attacker gives up
 	patient       bool          // wait out 429s (Retry-After) and try again
 	maxWait       time.Duration // at most this long per run (all its principals)
-	maxWatermark  int           // verify the watermark for runs of at most this many queries
 	work          string        // work directory
 	keep          bool          // keep instance directories
 	root, lib     string
@@ -333,8 +332,6 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 	switch {
 	case final == nil:
 		r.wmNote = "no model"
-	case m.sent > b.opt.maxWatermark:
-		r.wmNote = fmt.Sprintf("more than %d queries", b.opt.maxWatermark)
 	default:
 		ind, err := b.independent(s.victim, seed)
 		if err != nil {

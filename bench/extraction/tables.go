@@ -133,6 +133,20 @@ func (r *report) to98(b *strings.Builder) {
 			if len(runs) == 0 {
 				continue
 			}
+			blocked, best := 0, 0.0
+			for _, run := range runs {
+				if run.blocked {
+					blocked++
+				}
+				for _, pt := range run.curve {
+					best = max(best, pt.agreement)
+				}
+			}
+			if blocked > 0 {
+				w(" Under %s the attacker is refused for good on %d of %d seeds, after at most %d of its queries, its best agreement %.3f.",
+					p.name, blocked, len(runs), maxOwn(runs), best)
+				continue
+			}
 			// Conservative for the defence: its fewest over seeds against
 			// raw's most; a seed that never got there counts as its budget.
 			h, _ := r.extremeTo98(p.name, "eqsolve@logreg", false)
@@ -163,6 +177,15 @@ func (r *report) extremeTo98(p, scen string, most bool) (int, bool) {
 		}
 	}
 	return ext, ok || !most
+}
+
+// maxOwn is the most of its own queries any run's attack measured.
+func maxOwn(runs []*attackRun) int {
+	n := 0
+	for _, run := range runs {
+		n = max(n, run.curve[len(run.curve)-1].own)
+	}
+	return n
 }
 
 // reached says how many runs reached the target.
@@ -311,47 +334,43 @@ func (r *report) benignTable(b *strings.Builder) {
 func (r *report) watermarkTable(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Watermark\n\n")
-	w("For each attack of at most %d queries, as an operator verifies (`aegis watermark verify`, docs/watermark.md): with the server ", r.opt.maxWatermark)
-	w("stopped, the marked answers it recorded for the attacker's keys are read from its state store, and the attacker's final model ")
-	w("answers each recorded input; the p-value is the chance that a model built without those answers reproduces the watermark labels ")
-	w("as often (binomial, 1/9 per answer that is not the true label). The same for a model of the same architecture trained without the ")
-	w("server on the attacker's natural pool with true labels. Surrogate: the largest p over seeds (log2), and the marks reproduced ")
-	w("of those recorded (total over seeds); independent: the smallest p.\n\n")
-	w("| scenario | policy | surrogate log2 p | marks reproduced | independent log2 p | independent p |\n|---|---|---|---|---|---|\n")
+	w("Verified as an operator does (`aegis watermark verify`, docs/watermark.md): with the server stopped, the marked answers it ")
+	w("recorded for the attacker's keys are read from its state store, and the attacker's final model answers each recorded input; ")
+	w("the p-value is the chance that a model built without those answers reproduces the watermark labels as often (binomial, 1/9 ")
+	w("per answer that is not the true label). The same for a model of the surrogate's architecture trained without the server on the ")
+	w("attacker's natural pool with true labels. \"queries\": sent by the attacker (the issue's criterion is for at most 2,000); ")
+	w("surrogate: the largest p over seeds (log2) and the marks reproduced of those recorded (all seeds); independent: the smallest p. ")
+	w("Runs with no recorded marks (no watermark on the model) are left out.\n\n")
+	w("| scenario | policy | queries | surrogate log2 p | marks reproduced | independent log2 p | independent p |\n|---|---|---|---|---|---|---|\n")
 	rows := 0
 	for _, s := range r.scenarios {
 		for _, p := range r.policies {
-			if p.name == "raw" || s.kind == "benign" {
+			if s.kind == "benign" {
 				continue
 			}
 			runs := r.runsOf(p.name, s.name)
 			if !p.supported() || len(runs) == 0 {
 				continue
 			}
-			var sl, il []float64
+			var sl, il, sent []float64
 			agree, pairs := 0, 0
-			note := ""
 			for _, run := range runs {
 				if run.watermark == nil {
-					note = run.wmNote
 					continue
 				}
 				sl, il = append(sl, run.watermark.Log2P), append(il, run.indep.Log2P)
+				sent = append(sent, float64(run.sent))
 				agree, pairs = agree+run.watermark.AgreeWatermark, pairs+run.watermark.Pairs
 			}
 			if len(sl) == 0 {
-				if note != "no marked answers" {
-					w("| %s | %s | %s | | | |\n", s.name, p.name, note)
-					rows++
-				}
 				continue
 			}
-			w("| %s | %s | %.1f | %d/%d | %.2f | %.3g |\n", s.name, p.name, slices.Max(sl), agree, pairs, slices.Min(il), math.Exp2(slices.Min(il)))
+			w("| %s | %s | %.0f | %.1f | %d/%d | %.2f | %.3g |\n", s.name, p.name, mean(sent), slices.Max(sl), agree, pairs, slices.Min(il), math.Exp2(slices.Min(il)))
 			rows++
 		}
 	}
-	if r.notAccepted(b, 6) == 0 && rows == 0 {
-		w("| – | – | n/a (no marked answers recorded under any policy) | | | |\n")
+	if r.notAccepted(b, 7) == 0 && rows == 0 {
+		w("| – | – | n/a (no marked answers recorded under any policy) | | | | |\n")
 	}
 	w("\n")
 }
@@ -360,9 +379,10 @@ func (r *report) overheadTable(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## Per-request overhead of the defences\n\n")
 	w("Single-row REST JSON requests to the `digits` model, alternating between an instance under the policy and one without ")
-	w("defences (raw) in the same process and run; %d measured requests each after a warm-up. The client and both servers ", r.opt.overhead)
-	w("share the machine's CPUs, so the difference, not the level, is the figure.\n\n")
-	w("| policy | raw p50 | policy p50 | added p50 | raw p99 | policy p99 | refused |\n|---|---|---|---|---|---|---|\n")
+	w("defences (raw) in the same process and run; %d measured requests each after a warm-up, each timed on its answered attempt ", r.opt.overhead)
+	w("(a 429 is waited out and retried: \"rate limited\" counts them). The client and both servers share the machine's CPUs, so the ")
+	w("difference, not the level, is the figure.\n\n")
+	w("| policy | raw p50 | policy p50 | added p50 | raw p99 | policy p99 | rate limited |\n|---|---|---|---|---|---|---|\n")
 	for _, p := range r.policies {
 		if p.name == "raw" {
 			continue
