@@ -24,7 +24,7 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server for every scenario")
 	}
-	policies := []string{"raw", "detect", "harden", "hardened", "watermark"}
+	policies := []string{"raw", "detect", "round", "harden", "hardened", "watermark"}
 	if raceEnabled {
 		policies = []string{"raw", "hardened"}
 	}

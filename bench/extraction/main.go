@@ -84,7 +84,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("extraction", flag.ContinueOnError)
 	seeds := fs.Int("seeds", 5, "seeds per scenario and policy")
 	scen := fs.String("scenarios", "all", "comma-separated scenario names or patterns (path.Match), e.g. eqsolve@logreg,split16:*,benign")
-	pols := fs.String("policies", "raw,detect,harden,hardened,watermark", "comma-separated policies (policies/<name>.yaml)")
+	pols := fs.String("policies", "raw,detect,round,harden,hardened,watermark", "comma-separated policies (policies/<name>.yaml)")
 	policyDir := fs.String("policy-dir", "", "read policies from this directory instead of the embedded ones")
 	quick := fs.Bool("quick", false, "smoke run: 1 seed, few queries and clients (figures not meaningful)")
 	out := fs.String("o", "", "also write the markdown report here")
