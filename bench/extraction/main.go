@@ -22,9 +22,11 @@
 // keys (the attackers' and benign clients' made through the admin API),
 // an authorization policy and the audit log. Each policy (policies/*.yaml)
 // adds a server configuration fragment, per-model configuration and key
-// scopes; a policy the server does not accept yet is reported as such and
-// its columns read n/a. Alarms and the watermark are read from the admin
-// API (alarms.go and watermark.go give the interface expected).
+// scopes; a policy the server does not accept is reported as such and its
+// columns read n/a. Alarms are read as an operator reads them, from the
+// admin API (GET /admin/v1/extraction/status) or the audit log; the
+// watermark is verified as an operator verifies it, from the stopped
+// server's recorded marks (alarms.go, watermark.go; README.md).
 //
 // Usage:
 //
