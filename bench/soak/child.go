@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tlsconf"
+	"gopkg.in/yaml.v3"
 )
 
 // The server process is this same binary started with these variables set.
@@ -38,6 +40,7 @@ const (
 	envTTL   = "AEGIS_SOAK_TTL"   // the most the server process lives (a Go duration)
 	envLib   = "AEGIS_ONNXRUNTIME_LIB"
 	envCPU   = "AEGIS_BENCH_CPU" // if set, the CPU the server process binds itself to
+	envShed  = "AEGIS_SOAK_SHED" // if set, YAML decoded over the default shed settings (-shed)
 )
 
 // policy lets the harness's API key (role scorer) infer on the fixture
@@ -114,7 +117,23 @@ func serverConfig(work, lib string) config.Config {
 	cfg.TLS.KeyFile = filepath.Join(pkiDir(work), tlsconf.ServerKeyFile)
 	cfg.Auth.PolicyFile = policyFile(work)
 	cfg.RateLimit.Requests, cfg.RateLimit.Elements, cfg.RateLimit.MaxConcurrent = ratelimit.Rate{}, ratelimit.Rate{}, 0
+	if y := os.Getenv(envShed); y != "" {
+		if sh, err := shedConfig(y); err == nil {
+			cfg.RateLimit.Shed = sh
+		}
+	}
 	return cfg
+}
+
+// shedConfig decodes y strictly over the default shed settings.
+func shedConfig(y string) (ratelimit.Shed, error) {
+	sh := ratelimit.Default().Shed
+	dec := yaml.NewDecoder(strings.NewReader(y))
+	dec.KnownFields(true)
+	if err := dec.Decode(&sh); err != nil {
+		return sh, err
+	}
+	return sh, nil
 }
 
 // createKey makes an API key with the scorer role in cfg's state

@@ -23,10 +23,10 @@ func (r *report) markdown() string {
 	p("Machine: %d CPUs (%s), Linux %s, %s, ONNX Runtime %s.\n\n", r.env.cpus, r.env.cpuModel, r.env.kernel, r.env.goVersion, r.info.ORTVersion)
 	p("Server: one process %s, GOMAXPROCS %d, built by internal/app from config.Default: TLS 1.3, API key and "+
 		"authorization policy, audit log (not durable); shed max_in_flight %d, max_queue %d, queue_timeout %v, "+
-		"retry_after %v; per-principal limits off. Model %s, batch 1, REST JSON. Clients: %d keep-alive HTTP/1.1 "+
+		"retry_after %v, target_delay %v, interval %v; per-principal limits off. Model %s, batch 1, REST JSON. Clients: %d keep-alive HTTP/1.1 "+
 		"connections, one request at a time each.\n\n",
 		pinned, r.info.Procs, r.info.Shed.MaxInFlight, r.info.Shed.MaxQueue, r.info.Shed.QueueTimeout, r.info.Shed.RetryAfter,
-		r.opt.model, r.opt.conns)
+		r.info.Shed.TargetDelay, r.info.Shed.Interval, r.opt.model, r.opt.conns)
 
 	if busy := r.othersBusy(); busy != "" {
 		p("**Other work on the machine used %s: the figures are not reliable; rerun on a quieter machine.**\n\n", busy)

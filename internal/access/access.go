@@ -87,14 +87,15 @@ type Options struct {
 	Sink   Sink
 	Hasher Hasher
 	// Shed bounds the requests admitted at once (a bounded queue, then
-	// 503 with Retry-After), before any body is read; nil admits all.
+	// 503 with Retry-After) and refuses those that waited too long to
+	// reach the gate, before any body is read; nil admits all.
 	Shed   Shedder
 	Logger *slog.Logger
 }
 
 // Shedder is the global admission gate (ratelimit.Shedder).
 type Shedder interface {
-	Acquire(ctx context.Context) (release func(), err error)
+	AcquireSince(ctx context.Context, arrived time.Time) (release func(), err error)
 }
 
 // Gate admits requests.
@@ -144,6 +145,9 @@ type Call struct {
 	Client    string // the peer's address
 	RequestID string
 	Creds     authn.Credentials
+	// Arrived is when the request reached the host (netstamp), if the
+	// transport knows; the zero time if not.
+	Arrived time.Time
 }
 
 // Ticket is one admitted request: its principal, what it was allowed, and
@@ -238,7 +242,7 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 	}
 	t.rec.Principal, t.rec.Auth = t.principal.ID, t.principal.Method
 	if g.opts.Shed != nil {
-		release, err := g.opts.Shed.Acquire(ctx)
+		release, err := g.opts.Shed.AcquireSince(ctx, c.Arrived)
 		if err != nil {
 			g.shed.Add(1)
 			t.rec.Decision, t.rec.Rule, t.decided = Deny, "shed", true

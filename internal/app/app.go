@@ -27,6 +27,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/infer"
 	"github.com/aegis-inference/aegis/internal/keys"
 	"github.com/aegis-inference/aegis/internal/monitor"
+	"github.com/aegis-inference/aegis/internal/netstamp"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/outguard"
@@ -219,8 +220,13 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext:       netstamp.ConnContext,
 	}
-	gopts := grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, s.access.gate, log)
+	// The listeners stamp what they read with when it arrived, for the
+	// gate's shedding of requests that waited too long to reach it.
+	var grpcStamp *netstamp.Listener // set below, before serving
+	arrived := func(peer string) time.Time { return grpcStamp.Arrived(peer) }
+	gopts := grpcapi.ServerOptions(cfg.Limits.MaxBodyBytes, s.access.gate, log, arrived)
 	if s.tls != nil {
 		s.http.TLSConfig = s.tls.TLSConfig()
 		gopts = append(gopts, grpc.Creds(auditedCreds{credentials.NewTLS(s.tls.TLSConfig("h2")), s.access.gate, log}))
@@ -239,6 +245,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		s.httpLn.Close()
 		return fail(fmt.Errorf("grpc listen: %w", err))
 	}
+	grpcStamp = netstamp.Listen(s.grpcLn)
+	s.httpLn, s.grpcLn = netstamp.Listen(s.httpLn), grpcStamp
 	if s.tls != nil {
 		s.httpLn = tls.NewListener(s.httpLn, s.http.TLSConfig)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -9,8 +10,13 @@ import (
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/servertest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // TestRateLimits: a principal over its request rate gets 429 with
@@ -128,4 +134,80 @@ func newRequest(a *accessServer, path, auth string) (*http.Request, error) {
 		req.Header.Set("Authorization", auth)
 	}
 	return req, err
+}
+
+// Requests that waited longer than the target before reaching the gate are
+// shed on both transports: the listeners stamp when each request arrived
+// and the gate sees it. A target of 1ns makes every request late, so once
+// the first has started the late streak, every later one is refused (503,
+// Unavailable, Retry-After), each with its audit record.
+func TestSheddingLateArrivals(t *testing.T) {
+	a := startAccessServer(t, "none", func(c *config.Config) {
+		c.RateLimit.Requests = ratelimit.Rate{}
+		c.RateLimit.Shed = ratelimit.Shed{MaxInFlight: 64, RetryAfter: 2 * time.Second,
+			TargetDelay: time.Nanosecond, Interval: time.Nanosecond}
+	})
+	auth := "Bearer " + a.keys["scorer"]
+	infer := servertest.Path("digits", "")
+	hc := a.httpClient(t, nil)
+	gc := a.grpcClient(t, nil)
+	var shedIDs []string
+	statuses := map[string]int{}
+	for i := range 6 {
+		o := a.rest(t, hc, "POST", infer, auth, digitsBody(1))
+		statuses[fmt.Sprintf("rest %d", o.status)]++
+		if o.status == 503 {
+			shedIDs = append(shedIDs, o.id)
+		} else if i > 0 {
+			t.Errorf("REST request %d: %d %s, want 503 (late)", i, o.status, o.msg)
+		}
+		var hdr metadata.MD
+		in := &pb.ModelInferRequest_InferInputTensor{Name: "input", Datatype: "FP32", Shape: []int64{1, 64},
+			Contents: &pb.InferTensorContents{Fp32Contents: make([]float32, 64)}}
+		_, err := gc.ModelInfer(withAuth(auth), &pb.ModelInferRequest{ModelName: "digits",
+			Inputs: []*pb.ModelInferRequest_InferInputTensor{in}}, grpc.Header(&hdr))
+		st, _ := status.FromError(err)
+		statuses["grpc "+st.Code().String()]++
+		if st.Code() != codes.Unavailable {
+			t.Errorf("gRPC request %d: %v, want Unavailable (late)", i, err)
+			continue
+		}
+		if ra := hdr.Get("retry-after"); len(ra) != 1 || ra[0] != "2" {
+			t.Errorf("gRPC request %d: retry-after %q, want 2", i, ra)
+		}
+		if v := hdr.Get("x-request-id"); len(v) == 1 {
+			shedIDs = append(shedIDs, v[0])
+		}
+	}
+	t.Logf("statuses %v", statuses)
+	if statuses["rest 503"] < 5 || statuses["grpc Unavailable"] != 6 {
+		t.Fatalf("statuses %v: want every request after the first shed", statuses)
+	}
+	byID, _ := a.auditRecords(t)
+	for _, id := range shedIDs {
+		r := byID[id]
+		if r == nil || r["decision"] != "deny" || r["rule"] != "shed" || r["principal"] == "" {
+			t.Errorf("shed request %s: audit record %v, want deny by rule shed with its principal", id, r)
+		}
+	}
+}
+
+// At the default target (2ms, over 50ms) an idle server sheds nothing:
+// its requests reach the gate in microseconds.
+func TestSheddingLateArrivalsIdle(t *testing.T) {
+	a := startAccessServer(t, "none", func(c *config.Config) {
+		c.RateLimit.Requests = ratelimit.Rate{}
+		c.RateLimit.Shed = ratelimit.Default().Shed
+	})
+	auth := "Bearer " + a.keys["scorer"]
+	hc := a.httpClient(t, nil)
+	gc := a.grpcClient(t, nil)
+	for i := range 50 {
+		if o := a.rest(t, hc, "POST", servertest.Path("digits", ""), auth, digitsBody(1)); o.status != 200 {
+			t.Fatalf("REST request %d: %d %s", i, o.status, o.msg)
+		}
+		if o, err := grpcInfer(withAuth(auth), gc, "digits", 1); err != nil {
+			t.Fatalf("gRPC request %d: %v (%+v)", i, err, o)
+		}
+	}
 }

@@ -123,6 +123,18 @@ type Shed struct {
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 	// RetryAfter is what a shed request is told to wait.
 	RetryAfter time.Duration `yaml:"retry_after"`
+	// TargetDelay is how long a request may have waited, from its
+	// arrival at the host (the kernel's receive timestamp, where the
+	// transport knows it) to the gate, once the server is overloaded;
+	// later ones are refused. It sees the queue in front of the gate
+	// (socket buffers, the run queue, TLS and parsing on busy CPUs). 0
+	// turns this off.
+	TargetDelay time.Duration `yaml:"target_delay"`
+	// Interval is how long arrivals must keep waiting longer than
+	// TargetDelay before the gate counts as overloaded (a burst shorter
+	// than it is served), and how long it stays so after the last late
+	// request it refused.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Default returns the default configuration (see the package comment).
@@ -150,6 +162,8 @@ func Default() Config {
 			MaxQueue:     2 * procs,
 			QueueTimeout: 10 * time.Millisecond,
 			RetryAfter:   time.Second,
+			TargetDelay:  2 * time.Millisecond,
+			Interval:     50 * time.Millisecond,
 		},
 	}
 }
@@ -276,6 +290,10 @@ func (s Shed) validate(p string) error {
 		return fmt.Errorf("%s.queue_timeout: %s must be positive when max_queue is set", p, s.QueueTimeout)
 	case s.RetryAfter < 0:
 		return fmt.Errorf("%s.retry_after: %s is negative", p, s.RetryAfter)
+	case s.TargetDelay < 0:
+		return fmt.Errorf("%s.target_delay: %s is negative", p, s.TargetDelay)
+	case s.TargetDelay > 0 && s.Interval <= 0:
+		return fmt.Errorf("%s.interval: %s must be positive when target_delay is set", p, s.Interval)
 	}
 	return nil
 }

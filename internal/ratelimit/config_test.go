@@ -46,6 +46,8 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"shed in flight", func(c *Config) { c.Shed.MaxInFlight = 0 }, "rate_limit.shed.max_in_flight: 0"},
 		{"shed queue", func(c *Config) { c.Shed.MaxQueue = -1 }, "rate_limit.shed.max_queue: -1"},
 		{"shed timeout", func(c *Config) { c.Shed.QueueTimeout = 0 }, "rate_limit.shed.queue_timeout: 0s"},
+		{"shed target", func(c *Config) { c.Shed.TargetDelay = -time.Millisecond }, "rate_limit.shed.target_delay: -1ms"},
+		{"shed interval", func(c *Config) { c.Shed.Interval = 0 }, "rate_limit.shed.interval: 0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

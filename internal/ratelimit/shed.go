@@ -25,8 +25,20 @@ import (
 // waited longer than requests take to run (a moving average of how long
 // slots are held) are refused at once, since their latency would at least
 // double (even if that leaves a slot free for the next arrival). Admitted
-// requests thus wait little, and refused ones learn it quickly. An arrival at a full queue displaces the oldest waiter, which
-// is refused at once.
+// requests thus wait little, and refused ones learn it quickly. An
+// arrival at a full queue displaces the oldest waiter, which is refused at
+// once.
+//
+// Most of a saturated server's queue is in front of the gate, though:
+// requests wait in socket buffers and for a CPU before their goroutines
+// parse them and reach it. AcquireSince is told when the request arrived
+// at the host; once arrivals have waited longer than TargetDelay for a
+// whole Interval (a standing queue, not a burst), every request that
+// waited longer is refused at once, until an Interval passes without one.
+// Refusing costs a fraction of serving, so the queue drains until requests
+// reach the gate within the target again: the admitted wait little, the
+// refused hear so within a few milliseconds (CoDel's standing-queue test,
+// applied to whole requests).
 //
 // The zero Shedder, and a nil one, refuse everything.
 type Shedder struct {
@@ -35,6 +47,8 @@ type Shedder struct {
 	maxQueue    int
 	timeout     time.Duration
 	retryAfter  time.Duration
+	target      time.Duration // TargetDelay; 0: off
+	interval    time.Duration
 	now         func() time.Time
 
 	mu        sync.Mutex
@@ -43,6 +57,9 @@ type Shedder struct {
 	busySince time.Time     // when the queue last stopped being empty; guarded by mu
 	avgHold   time.Duration // moving average of how long slots are held; guarded by mu
 	lastShed  time.Time     // when a request was last refused; guarded by mu
+	lateSince time.Time     // since when arrivals have waited longer than target; guarded by mu
+	lastLate  time.Time     // when a late request was last refused; guarded by mu
+	late      atomic.Int64  // requests refused for their wait before the gate
 	pool      sync.Pool     // of *waiter
 	shed      atomic.Int64  // requests refused, for Stats
 }
@@ -52,6 +69,9 @@ type ShedStats struct {
 	InFlight int   // requests running
 	Queued   int   // requests waiting
 	Shed     int64 // requests refused since the Shedder was made
+	// Late counts the refused (in Shed) for having waited longer than
+	// TargetDelay before reaching the gate.
+	Late int64
 }
 
 // NewShedder returns the gate cfg describes; when cfg.Disabled, one that
@@ -68,6 +88,8 @@ func NewShedder(cfg Shed) (*Shedder, error) {
 		maxQueue:    cfg.MaxQueue,
 		timeout:     cfg.QueueTimeout,
 		retryAfter:  cfg.RetryAfter,
+		target:      cfg.TargetDelay,
+		interval:    cfg.Interval,
 		now:         time.Now,
 	}, nil
 }
@@ -132,6 +154,13 @@ func (s *Shedder) overloaded() *apierr.Error {
 // *apierr.Error of kind Unavailable with RetryAfter when shed, or the
 // context's error (as an *apierr.Error) if ctx ends first.
 func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
+	return s.AcquireSince(ctx, time.Time{})
+}
+
+// AcquireSince is Acquire for a request that arrived at the host at
+// arrived (the zero time: unknown), which may be refused for having
+// waited too long already (see Shedder).
+func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release func(), err error) {
 	if s != nil && s.disabled {
 		return func() {}, nil
 	}
@@ -139,6 +168,22 @@ func (s *Shedder) Acquire(ctx context.Context) (release func(), err error) {
 		return func() {}, errNoShedder
 	}
 	s.mu.Lock()
+	if s.target > 0 && !arrived.IsZero() {
+		now := s.now()
+		if now.Sub(arrived) <= s.target {
+			s.lateSince = time.Time{}
+		} else {
+			if s.lateSince.IsZero() {
+				s.lateSince = now
+			}
+			if now.Sub(s.lateSince) >= s.interval || now.Sub(s.lastLate) < s.interval {
+				s.lastLate, s.lastShed = now, now
+				s.mu.Unlock()
+				s.late.Add(1)
+				return func() {}, s.overloaded()
+			}
+		}
+	}
 	if s.inFlight < s.maxInFlight {
 		s.inFlight++
 		s.mu.Unlock()
@@ -256,7 +301,7 @@ func (s *Shedder) Stats() ShedStats {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ShedStats{InFlight: s.inFlight, Queued: s.queue.n, Shed: s.shed.Load()}
+	return ShedStats{InFlight: s.inFlight, Queued: s.queue.n, Shed: s.shed.Load(), Late: s.late.Load()}
 }
 
 // Stage returns a pipeline stage that holds a slot for the rest of the

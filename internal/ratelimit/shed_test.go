@@ -358,3 +358,81 @@ func TestShedderStage(t *testing.T) {
 		t.Errorf("%d in flight after the stage returned", st.InFlight)
 	}
 }
+
+// A request that waited longer than the target before reaching the gate is
+// refused once arrivals have kept waiting that long for an interval, and
+// until an interval passes without one; a burst shorter than the interval,
+// and requests that reach the gate in time, are served.
+func TestShedderLateArrivals(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 100, MaxQueue: 0, TargetDelay: 2 * time.Millisecond, Interval: 50 * time.Millisecond})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	try := func(waited time.Duration) error {
+		t.Helper()
+		release, err := s.AcquireSince(ctx, clock.Now().Add(-waited))
+		release()
+		return err
+	}
+	late := func(waited time.Duration, wantShed bool, what string) {
+		t.Helper()
+		err := try(waited)
+		if wantShed {
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Kind != apierr.Unavailable || ae.RetryAfter != time.Second || ae.Msg != msgShed {
+				t.Fatalf("%s: %v, want 503 %q with Retry-After", what, err, msgShed)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v, want admitted", what, err)
+		}
+	}
+
+	late(time.Millisecond, false, "in time")
+	// A burst: 40 ms of late arrivals, then one in time.
+	for range 5 {
+		late(10*time.Millisecond, false, "late, burst shorter than the interval")
+		clock.Advance(10 * time.Millisecond)
+	}
+	late(time.Millisecond, false, "in time after the burst")
+	// A standing queue: late arrivals for a whole interval.
+	for range 5 {
+		late(10*time.Millisecond, false, "late, before the interval is up")
+		clock.Advance(10 * time.Millisecond)
+	}
+	late(10*time.Millisecond, true, "late for a whole interval")
+	if st := s.Stats(); st.Late != 1 || st.Shed != 1 {
+		t.Fatalf("stats %+v, want 1 late, 1 shed", st)
+	}
+	// Overloaded: those in time are served, the late refused, even after
+	// one in time.
+	late(time.Millisecond, false, "in time while overloaded")
+	clock.Advance(40 * time.Millisecond)
+	late(3*time.Millisecond, true, "late, 40ms after the last late refusal")
+	late(0, false, "arrival unknown")
+	if _, err := s.Acquire(ctx); err != nil {
+		t.Fatalf("Acquire (arrival unknown): %v", err)
+	}
+	// An interval without late arrivals ends it.
+	clock.Advance(50 * time.Millisecond)
+	late(10*time.Millisecond, false, "late, an interval after the last late refusal")
+	if st := s.Stats(); st.Late != 2 || st.Shed != 2 || st.InFlight != 1 {
+		// The bare Acquire above was not released.
+		t.Fatalf("stats %+v, want 2 late, 2 shed, 1 in flight", st)
+	}
+}
+
+func TestShedderLateArrivalsOff(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 100})
+	clock := newFakeClock()
+	s.now = clock.Now
+	for range 20 {
+		release, err := s.AcquireSince(context.Background(), clock.Now().Add(-time.Second))
+		if err != nil {
+			t.Fatalf("target_delay 0: %v, want admitted whatever the wait", err)
+		}
+		release()
+		clock.Advance(10 * time.Millisecond)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -60,14 +61,23 @@ func New(opts Options) *Service {
 // ServerOptions returns the grpc.Server options that enforce Aegis's limits,
 // keep the server up when a handler panics, and pass every call but the
 // health probes through the gate (unknown methods included, so they are
-// authenticated and audited too).
-func ServerOptions(maxMessageBytes int64, gate *access.Gate, log *slog.Logger) []grpc.ServerOption {
+// authenticated and audited too). arrived, if not nil, tells when the data
+// last read from a peer's connection reached the host
+// (netstamp.Listener.Arrived), for the gate's shedding.
+func ServerOptions(maxMessageBytes int64, gate *access.Gate, log *slog.Logger, arrived func(peer string) time.Time) []grpc.ServerOption {
+	g := gated{gate, arrived}
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(maxMessageBytes)),
 		grpc.MaxSendMsgSize(int(maxMessageBytes) * 4),
-		grpc.ChainUnaryInterceptor(recoverInterceptor(log), gateInterceptor(gate, log)),
-		grpc.UnknownServiceHandler(unknownHandler(gate, log)),
+		grpc.ChainUnaryInterceptor(recoverInterceptor(log), gateInterceptor(g, log)),
+		grpc.UnknownServiceHandler(unknownHandler(g, log)),
 	}
+}
+
+// gated is the gate and how to tell when a peer's request arrived.
+type gated struct {
+	gate    *access.Gate
+	arrived func(peer string) time.Time
 }
 
 // Health probes stay open.
@@ -77,7 +87,7 @@ const (
 )
 
 // begin authenticates a call; the error is the status to return.
-func begin(ctx context.Context, gate *access.Gate) (*access.Ticket, error) {
+func begin(ctx context.Context, g gated) (*access.Ticket, error) {
 	id := pipeline.NewRequestID()
 	call := access.Call{Transport: "grpc", RequestID: id}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -89,13 +99,20 @@ func begin(ctx context.Context, gate *access.Gate) (*access.Ticket, error) {
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		call.Client = p.Addr.String()
+		if g.arrived != nil {
+			call.Arrived = g.arrived(call.Client)
+		}
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
 			call.Creds.PeerCertificates = ti.State.VerifiedChains[0]
 		}
 	}
-	t, err := gate.Begin(ctx, call)
+	t, err := g.gate.Begin(ctx, call)
 	if err != nil {
-		grpc.SetHeader(ctx, metadata.Pairs("x-request-id", id))
+		md := metadata.Pairs("x-request-id", id)
+		if s := apierr.RetryAfterOf(err); s > 0 {
+			md.Set("retry-after", strconv.Itoa(s)) // shed
+		}
+		grpc.SetHeader(ctx, md)
 		return nil, toStatus(err)
 	}
 	return t, nil
@@ -116,7 +133,7 @@ func finish(ctx context.Context, t *access.Ticket, err error) error {
 	return err
 }
 
-func gateInterceptor(gate *access.Gate, log *slog.Logger) grpc.UnaryServerInterceptor {
+func gateInterceptor(gate gated, log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod == methodServerLive || info.FullMethod == methodServerReady {
 			return h(ctx, req)
@@ -135,7 +152,7 @@ func gateInterceptor(gate *access.Gate, log *slog.Logger) grpc.UnaryServerInterc
 
 // unknownHandler answers methods the server does not implement, after
 // authentication, with Unimplemented, and audits them.
-func unknownHandler(gate *access.Gate, log *slog.Logger) grpc.StreamHandler {
+func unknownHandler(gate gated, log *slog.Logger) grpc.StreamHandler {
 	return func(srv any, stream grpc.ServerStream) error {
 		ctx := stream.Context()
 		t, err := begin(ctx, gate)

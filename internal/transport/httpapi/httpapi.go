@@ -23,6 +23,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/authz"
 	"github.com/aegis-inference/aegis/internal/infer"
+	"github.com/aegis-inference/aegis/internal/netstamp"
 	"github.com/aegis-inference/aegis/internal/oip"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/repository"
@@ -121,7 +122,8 @@ func (a *api) guard(mux http.Handler) http.Handler {
 		id := pipeline.NewRequestID()
 		w.Header().Set("X-Request-Id", id)
 		call := access.Call{Transport: "rest", Client: r.RemoteAddr, RequestID: id,
-			Creds: authn.Credentials{Authorization: r.Header.Get("Authorization")}}
+			Creds:   authn.Credentials{Authorization: r.Header.Get("Authorization")},
+			Arrived: netstamp.Arrived(r.Context())}
 		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 			call.Creds.PeerCertificates = r.TLS.VerifiedChains[0]
 		}

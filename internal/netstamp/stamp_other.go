@@ -1,0 +1,20 @@
+//go:build !(linux && (amd64 || arm64))
+
+package netstamp
+
+import (
+	"net"
+	"time"
+)
+
+type sysConn struct{}
+
+func newConn(tc *net.TCPConn) *Conn { return &Conn{TCPConn: tc} }
+
+func (c *Conn) read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	if n > 0 {
+		c.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
