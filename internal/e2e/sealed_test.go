@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -187,6 +188,13 @@ func TestPlaintextNeverTouchesDisk(t *testing.T) {
 			}
 			if ev.Pid == self {
 				path, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", ev.Fd))
+				if path == goTestLog() {
+					// go test's own record of the files the test
+					// opens (for its cache), not the server's.
+					unix.Close(int(ev.Fd))
+					off += int(ev.Event_len)
+					continue
+				}
 				t.Errorf("this process wrote to %s while loading an encrypted model (mask %#x)", path, ev.Mask)
 			}
 			if ev.Fd >= 0 {
@@ -195,4 +203,13 @@ func TestPlaintextNeverTouchesDisk(t *testing.T) {
 			off += int(ev.Event_len)
 		}
 	}
+}
+
+// goTestLog is the file go test has this process log the files and
+// variables it uses to (-test.testlogfile), or "" when there is none.
+func goTestLog() string {
+	if f := flag.Lookup("test.testlogfile"); f != nil {
+		return f.Value.String()
+	}
+	return ""
 }
