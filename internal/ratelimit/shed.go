@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,11 @@ type Shedder struct {
 	lastShed  time.Time     // when a request was last refused; guarded by mu
 	lateSince time.Time     // since when arrivals have waited longer than target; guarded by mu
 	lastLate  time.Time     // when a late request was last refused; guarded by mu
+	tickStart time.Time     // start of the current tick of drop's control; guarded by mu
+	tickLate  bool          // a late request was refused this tick; guarded by mu
+	drop      float64       // the fraction of requests in time refused while overloaded; guarded by mu
 	late      atomic.Int64  // requests refused for their wait before the gate
+	early     atomic.Int64  // requests in time refused while overloaded
 	pool      sync.Pool     // of *waiter
 	shed      atomic.Int64  // requests refused, for Stats
 }
@@ -72,6 +77,9 @@ type ShedStats struct {
 	// Late counts the refused (in Shed) for having waited longer than
 	// TargetDelay before reaching the gate.
 	Late int64
+	// Early counts the refused (in Shed) in time while overloaded, to
+	// give the CPU slack.
+	Early int64
 }
 
 // NewShedder returns the gate cfg describes; when cfg.Disabled, one that
@@ -168,21 +176,9 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		return func() {}, errNoShedder
 	}
 	s.mu.Lock()
-	if s.target > 0 && !arrived.IsZero() {
-		now := s.now()
-		if now.Sub(arrived) <= s.target {
-			s.lateSince = time.Time{}
-		} else {
-			if s.lateSince.IsZero() {
-				s.lateSince = now
-			}
-			if now.Sub(s.lateSince) >= s.interval || now.Sub(s.lastLate) < s.interval {
-				s.lastLate, s.lastShed = now, now
-				s.mu.Unlock()
-				s.late.Add(1)
-				return func() {}, s.overloaded()
-			}
-		}
+	if s.target > 0 && !arrived.IsZero() && s.tooLate(arrived) {
+		s.mu.Unlock()
+		return func() {}, s.overloaded()
 	}
 	if s.inFlight < s.maxInFlight {
 		s.inFlight++
@@ -190,7 +186,7 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		return s.releaser(s.now()), nil
 	}
 	if s.maxQueue == 0 {
-		s.lastShed = s.now()
+		s.congested(s.now())
 		s.mu.Unlock()
 		return func() {}, s.overloaded()
 	}
@@ -206,7 +202,7 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		old := s.queue.head
 		s.queue.remove(old)
 		old.ch <- false
-		s.lastShed = w.enqueued
+		s.congested(w.enqueued)
 	}
 	s.queue.pushBack(w)
 	s.mu.Unlock()
@@ -224,14 +220,20 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		s.mu.Lock()
 		if w.queued {
 			s.queue.remove(w)
-			s.lastShed = s.now()
+			s.congested(s.now())
 		} else {
 			// Given a slot or displaced just now: the answer is in ch.
 			admitted = <-w.ch
 		}
 		s.mu.Unlock()
 	}
+	enqueued := w.enqueued
 	s.pool.Put(w)
+	if now := s.now(); admitted && s.target > 0 && now.Sub(enqueued) > s.target {
+		s.mu.Lock()
+		s.congested(now)
+		s.mu.Unlock()
+	}
 	switch {
 	case admitted && ctx.Err() != nil:
 		s.releaseSlot(0)
@@ -242,6 +244,58 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		return func() {}, ctxError(ctx.Err())
 	}
 	return func() {}, s.overloaded()
+}
+
+// tooLate decides whether a request that arrived at arrived is refused
+// for the wait before the gate; s.mu is held.
+//
+// Once overloaded, the late are refused, and so is a fraction (drop) of
+// those in time: refusing only the late keeps the CPU busy to the brim
+// (refusals cost too), and a runtime that never runs out of work polls
+// the network only every 10ms, so every arrival waits. drop rises by an
+// eighth of what is left every tick (Interval/5) that refused a late
+// request and falls by 1/64 every tick that did not, until the CPU has
+// slack and arrivals reach the gate in time again.
+func (s *Shedder) tooLate(arrived time.Time) bool {
+	now := s.now()
+	if tick := s.interval / 5; now.Sub(s.tickStart) >= tick {
+		if s.tickLate {
+			s.drop += (1 - s.drop) / 16
+		} else {
+			s.drop = max(0, s.drop-1.0/32)
+		}
+		s.tickStart, s.tickLate = now, false
+	}
+	if now.Sub(arrived) <= s.target {
+		s.lateSince = time.Time{}
+		if s.drop > 0 && now.Sub(s.lastLate) < s.interval && rand.Float64() < s.drop {
+			s.lastShed = now
+			s.early.Add(1)
+			return true
+		}
+		return false
+	}
+	if s.lateSince.IsZero() {
+		s.lateSince = now
+	}
+	if now.Sub(s.lateSince) >= s.interval || now.Sub(s.lastLate) < s.interval {
+		s.lastLate, s.lastShed, s.tickLate = now, now, true
+		s.late.Add(1)
+		return true
+	}
+	return false
+}
+
+// congested records a sign of overload at now: a request refused for
+// want of a slot, or one that waited longer than TargetDelay for one.
+// With TargetDelay set it counts as a late refusal (see tooLate): slots
+// held long behind a busy CPU are the same queue seen from behind the
+// gate. s.mu is held.
+func (s *Shedder) congested(now time.Time) {
+	s.lastShed = now
+	if s.target > 0 {
+		s.lastLate, s.tickLate = now, true
+	}
 }
 
 // releaser returns the release function of a slot taken at start.
@@ -282,7 +336,7 @@ func (s *Shedder) releaseSlot(held time.Duration) {
 			old := s.queue.head
 			s.queue.remove(old)
 			old.ch <- false
-			s.lastShed = now
+			s.congested(now)
 		}
 		if s.queue.n == 0 {
 			s.inFlight-- // the slot waits for a fresh request
@@ -301,7 +355,7 @@ func (s *Shedder) Stats() ShedStats {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ShedStats{InFlight: s.inFlight, Queued: s.queue.n, Shed: s.shed.Load(), Late: s.late.Load()}
+	return ShedStats{InFlight: s.inFlight, Queued: s.queue.n, Shed: s.shed.Load(), Late: s.late.Load(), Early: s.early.Load()}
 }
 
 // Stage returns a pipeline stage that holds a slot for the rest of the

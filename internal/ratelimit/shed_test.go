@@ -410,14 +410,22 @@ func TestShedderLateArrivals(t *testing.T) {
 	late(time.Millisecond, false, "in time while overloaded")
 	clock.Advance(40 * time.Millisecond)
 	late(3*time.Millisecond, true, "late, 40ms after the last late refusal")
-	late(0, false, "arrival unknown")
+	if release, err := s.AcquireSince(ctx, time.Time{}); err != nil {
+		t.Fatalf("AcquireSince (arrival unknown): %v", err)
+	} else {
+		release()
+	}
 	if _, err := s.Acquire(ctx); err != nil {
 		t.Fatalf("Acquire (arrival unknown): %v", err)
 	}
-	// An interval without late arrivals ends it.
+	// An interval without late arrivals ends it. (One in time ends the
+	// late streak; while overloaded it may be refused early, at random.)
+	if release, err := s.AcquireSince(ctx, clock.Now()); err == nil {
+		release()
+	}
 	clock.Advance(50 * time.Millisecond)
 	late(10*time.Millisecond, false, "late, an interval after the last late refusal")
-	if st := s.Stats(); st.Late != 2 || st.Shed != 2 || st.InFlight != 1 {
+	if st := s.Stats(); st.Late != 2 || st.Shed != 2+st.Early || st.InFlight != 1 {
 		// The bare Acquire above was not released.
 		t.Fatalf("stats %+v, want 2 late, 2 shed, 1 in flight", st)
 	}
@@ -434,5 +442,89 @@ func TestShedderLateArrivalsOff(t *testing.T) {
 		}
 		release()
 		clock.Advance(10 * time.Millisecond)
+	}
+}
+
+// While overloaded, a growing fraction of the requests that reach the gate
+// in time is refused too, so that the CPU gets slack; it falls back to
+// none once late arrivals stop.
+func TestShedderEarlyDrop(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1000, TargetDelay: 2 * time.Millisecond, Interval: 50 * time.Millisecond})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	try := func(waited time.Duration) bool {
+		release, err := s.AcquireSince(ctx, clock.Now().Add(-waited))
+		release()
+		return err == nil
+	}
+	// Late arrivals for an interval, then refused, one every 10ms tick
+	// for 200ms.
+	for range 6 {
+		try(10 * time.Millisecond)
+		clock.Advance(10 * time.Millisecond)
+	}
+	for range 20 {
+		if try(10 * time.Millisecond) {
+			t.Fatal("late arrival admitted while overloaded")
+		}
+		clock.Advance(10 * time.Millisecond)
+	}
+	if st := s.Stats(); st.Early != 0 {
+		t.Fatalf("%d early refusals before any request in time", st.Early)
+	}
+	// drop is now 1-(15/16)^~20 ≈ 0.7: of 400 arrivals in time (within
+	// the interval after the last late refusal), most are refused.
+	clock.Advance(time.Millisecond)
+	admitted := 0
+	for range 400 {
+		if try(100 * time.Microsecond) {
+			admitted++
+		}
+	}
+	st := s.Stats()
+	if admitted < 40 || admitted > 240 || st.Early != int64(400-admitted) {
+		t.Fatalf("%d of 400 in time admitted while overloaded, stats %+v; want a 0.6–0.9 share refused early", admitted, st)
+	}
+	// An interval without late arrivals: everything in time is admitted
+	// again, and drop decays to nothing within 32 ticks.
+	clock.Advance(60 * time.Millisecond)
+	for i := range 400 {
+		if !try(100 * time.Microsecond) {
+			t.Fatalf("arrival %d in time refused an interval after the last late one", i)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	s.mu.Lock()
+	drop := s.drop
+	s.mu.Unlock()
+	if drop != 0 {
+		t.Fatalf("drop %v after 400ms without late arrivals, want 0", drop)
+	}
+}
+
+// A request refused for want of a slot is a sign of overload too: a late
+// arrival just after it is refused at once, without waiting an interval.
+func TestShedderSlotRefusalCountsAsCongestion(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 0, TargetDelay: 2 * time.Millisecond, Interval: 50 * time.Millisecond})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	hold, err := s.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx); err == nil {
+		t.Fatal("second request admitted with one slot and no queue")
+	}
+	hold()
+	clock.Advance(time.Millisecond)
+	release, err := s.AcquireSince(ctx, clock.Now().Add(-5*time.Millisecond))
+	release()
+	if err == nil {
+		t.Fatal("late arrival admitted right after a refusal for want of a slot")
+	}
+	if st := s.Stats(); st.Late != 1 {
+		t.Fatalf("stats %+v, want 1 late", st)
 	}
 }
