@@ -17,6 +17,7 @@ type Monitor struct {
 	now func() time.Time
 
 	queue  chan *message
+	wake   chan struct{} // a control message or Close waits: poll now
 	alerts chan Alert
 	done   chan struct{}
 	wg     sync.WaitGroup
@@ -93,6 +94,7 @@ func New(cfg Config) (*Monitor, error) {
 		cfg:    cfg,
 		now:    cfg.Now,
 		queue:  make(chan *message, cfg.QueueSize),
+		wake:   make(chan struct{}, 1),
 		alerts: make(chan Alert, cfg.AlertBuffer),
 		done:   make(chan struct{}),
 	}
@@ -119,6 +121,7 @@ func (m *Monitor) Close() {
 	}
 	close(m.queue)
 	m.closeMu.Unlock()
+	m.poke()
 	m.wg.Wait()
 	close(m.alerts)
 }
@@ -182,6 +185,7 @@ func (m *Monitor) control(msg *message) bool {
 	}
 	m.queue <- msg // blocks: control requests are never dropped
 	m.closeMu.RUnlock()
+	m.poke()
 	<-msg.done
 	return true
 }
@@ -213,22 +217,65 @@ func (m *Monitor) Decision(principal string) Action {
 	return a
 }
 
+// run is the worker. It polls the queue rather than waiting on it: a
+// goroutine woken by a channel send runs next on the sender's CPU, so a
+// waiting worker would run its several microseconds of detectors in the
+// middle of the request that observed, ahead of the response. Polling
+// takes what has queued in one go, at most pollMax after it was queued.
 func (m *Monitor) run() {
 	defer m.wg.Done()
-	tick := time.NewTicker(m.cfg.SweepEvery)
-	defer tick.Stop()
+	sweep := time.Now().Add(m.cfg.SweepEvery)
+	idle := pollMin
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
 	for {
-		select {
-		case msg, ok := <-m.queue:
-			if !ok {
-				return
+		busy := false
+	drain:
+		for {
+			select {
+			case msg, ok := <-m.queue:
+				if !ok {
+					return
+				}
+				m.handle(msg)
+				busy = true
+			default:
+				break drain
 			}
-			m.handle(msg)
-		case <-tick.C:
+		}
+		if now := time.Now(); !now.Before(sweep) {
 			m.sweep()
+			sweep = now.Add(m.cfg.SweepEvery)
+		}
+		if busy {
+			idle = pollMin
+		} else {
+			idle = min(2*idle, pollMax)
+		}
+		timer.Reset(idle)
+		select {
+		case <-timer.C:
+		case <-m.wake:
+			timer.Stop()
 		}
 	}
 }
+
+// poke makes the worker poll now (for control messages and Close, whose
+// callers wait).
+func (m *Monitor) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// The worker's polling interval: pollMin after it found work, doubling
+// while it finds none, up to pollMax.
+const (
+	pollMin = time.Millisecond
+	pollMax = 16 * time.Millisecond
+)
 
 func (m *Monitor) handle(msg *message) {
 	if msg.done != nil {
