@@ -1,9 +1,11 @@
 package watermark_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
+	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/tensor"
 	"github.com/aegis-inference/aegis/internal/watermark"
 )
@@ -24,5 +26,28 @@ func BenchmarkMark(b *testing.B) {
 				w.Mark(watermark.Canonical(row), 3)
 			}
 		})
+	}
+}
+
+type benchTarget struct{}
+
+func (benchTarget) Name() string    { return "digits" }
+func (benchTarget) Version() string { return "1" }
+
+// BenchmarkServiceMark measures what a request pays: Service.Mark on a
+// one-row digits request (nothing recorded: the row is not marked).
+func BenchmarkServiceMark(b *testing.B) {
+	w, err := watermark.New(testKey, watermark.DefaultRate, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := &watermark.Service{Models: func(pipeline.Target) *watermark.Watermarker { return w }}
+	in := []tensor.Tensor{{Name: "input", DType: tensor.FP32, Shape: []int64{1, 64}, Data: make([]byte, 256)}}
+	labels := []int64{3}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		labels[0] = 3
+		svc.Mark(ctx, benchTarget{}, in, labels, 10)
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
@@ -80,6 +82,16 @@ type Watermarker struct {
 	threshold uint64 // marked when the HMAC's first 8 bytes are below it
 	rate      float64
 	classes   int
+	states    sync.Pool // of *macState: keyed HMACs and buffers for markRow
+}
+
+// macState is a keyed HMAC and the buffers markRow encodes a row with,
+// reused across requests.
+type macState struct {
+	h     hash.Hash
+	buf   []byte
+	order []int
+	sum   [sha256.Size]byte
 }
 
 // New returns a Watermarker marking a fraction rate (in (0, 1)) of answers
@@ -116,16 +128,30 @@ func (w *Watermarker) Classes() int { return w.classes }
 func (w *Watermarker) Mark(input []byte, trueLabel int) (label int, marked bool) {
 	h := hmac.New(sha256.New, w.key)
 	h.Write(input)
-	return w.decide(h.Sum(nil), trueLabel)
+	var sum [sha256.Size]byte
+	return w.decide(h.Sum(sum[:0]), trueLabel)
 }
 
 // markRow is Mark for a row's inputs, hashing the canonical bytes without
-// building them; it also returns the HMAC, which identifies the input.
+// building them whole; it also returns the HMAC, which identifies the
+// input, when the row is marked (nil otherwise).
 func (w *Watermarker) markRow(row []tensor.Tensor, trueLabel int) (label int, marked bool, mac []byte) {
-	h := hmac.New(sha256.New, w.key)
-	writeCanonical(h, row)
-	mac = h.Sum(nil)
-	label, marked = w.decide(mac, trueLabel)
+	st, _ := w.states.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, w.key)}
+	} else {
+		st.h.Reset()
+	}
+	st.buf, st.order = encodeCanonical(st.buf[:0], st.order[:0], row, st.h)
+	st.h.Write(st.buf)
+	sum := st.h.Sum(st.sum[:0])
+	label, marked = w.decide(sum, trueLabel)
+	if marked {
+		mac = slices.Clone(sum)
+	}
+	if cap(st.buf) <= 64<<10 {
+		w.states.Put(st)
+	}
 	return label, marked, mac
 }
 
@@ -158,57 +184,53 @@ const canonicalTag = "aegis-watermark-input-v1\n"
 // Integers are big-endian. The encoding does not depend on the order the
 // caller sent the inputs in, nor on the batch the row came in.
 func Canonical(row []tensor.Tensor) []byte {
-	var b canonicalBuf
-	writeCanonical(&b, row)
+	b, _ := encodeCanonical(nil, nil, row, nil)
 	return b
 }
 
-type canonicalBuf []byte
-
-func (b *canonicalBuf) Write(p []byte) (int, error) {
-	*b = append(*b, p...)
-	return len(p), nil
-}
-
-func writeCanonical(h io.Writer, row []tensor.Tensor) {
-	order := make([]int, len(row))
-	for i := range order {
-		order[i] = i
+// encodeCanonical appends the canonical encoding of row to b, using order
+// as scratch. With w set, data larger than 4 KiB is written to w, after
+// what b holds so far, rather than appended; the caller writes the b it
+// gets back last. It returns b and order for reuse.
+func encodeCanonical(b []byte, order []int, row []tensor.Tensor, w io.Writer) ([]byte, []int) {
+	for i := range row {
+		order = append(order, i)
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(row[a].Name, row[b].Name) })
-	var n [8]byte
-	u32 := func(v int) {
-		binary.BigEndian.PutUint32(n[:4], uint32(v))
-		h.Write(n[:4])
+	if len(order) > 1 {
+		slices.SortStableFunc(order, func(a, c int) int { return strings.Compare(row[a].Name, row[c].Name) })
 	}
-	u64 := func(v uint64) {
-		binary.BigEndian.PutUint64(n[:], v)
-		h.Write(n[:])
-	}
-	h.Write([]byte(canonicalTag))
-	u32(len(row))
+	be := binary.BigEndian
+	b = append(b, canonicalTag...)
+	b = be.AppendUint32(b, uint32(len(row)))
 	for _, i := range order {
 		t := &row[i]
-		u32(len(t.Name))
-		h.Write([]byte(t.Name))
+		b = be.AppendUint32(b, uint32(len(t.Name)))
+		b = append(b, t.Name...)
 		dt := t.DType.String()
-		u32(len(dt))
-		h.Write([]byte(dt))
-		u32(len(t.Shape))
+		b = be.AppendUint32(b, uint32(len(dt)))
+		b = append(b, dt...)
+		b = be.AppendUint32(b, uint32(len(t.Shape)))
 		for _, d := range t.Shape {
-			u64(uint64(d))
+			b = be.AppendUint64(b, uint64(d))
 		}
 		if t.DType == tensor.Bytes {
-			u64(uint64(len(t.Strings)))
+			b = be.AppendUint64(b, uint64(len(t.Strings)))
 			for _, s := range t.Strings {
-				u64(uint64(len(s)))
-				h.Write(s)
+				b = be.AppendUint64(b, uint64(len(s)))
+				b = append(b, s...)
 			}
 			continue
 		}
-		u64(uint64(len(t.Data)))
-		h.Write(t.Data)
+		b = be.AppendUint64(b, uint64(len(t.Data)))
+		if w != nil && len(t.Data) > 4<<10 {
+			w.Write(b)
+			w.Write(t.Data)
+			b = b[:0]
+			continue
+		}
+		b = append(b, t.Data...)
 	}
+	return b, order
 }
 
 // RowInputs returns row r of a request's inputs for a batch of batch rows:
