@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -61,7 +62,19 @@ func main() {
 		}
 		opt.work = dir
 	}
+	if opt.cpuProfile != "" {
+		f, err := os.Create(opt.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+	}
 	rep, err := run(opt)
+	pprof.StopCPUProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		if !opt.keep {
@@ -103,6 +116,7 @@ func parseFlags(args []string) (options, error) {
 	keep := fs.Bool("keep", false, "keep the work directory and every instance's state (audit logs)")
 	lib := fs.String("lib", "", "ONNX Runtime library (default: $AEGIS_ONNXRUNTIME_LIB, else build/onnxruntime/libonnxruntime.so.1)")
 	verbose := fs.Bool("v", true, "progress on stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (harness and servers) to this file")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -115,7 +129,8 @@ func parseFlags(args []string) (options, error) {
 		quick: *quick, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
 		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWait: *maxWait,
 		work: *work, keep: *keep, root: root, lib: libraryPath(root, *lib), out: *out,
-		command: "go run ./bench/extraction " + strings.Join(args, " "),
+		command:    "go run ./bench/extraction " + strings.Join(args, " "),
+		cpuProfile: *cpuProfile,
 	}
 	if *verbose {
 		opt.progress = os.Stderr

@@ -36,6 +36,7 @@ type options struct {
 	out           string
 	progress      io.Writer
 	command       string
+	cpuProfile    string // -cpuprofile
 }
 
 // bench is one run of the benchmark.

@@ -136,7 +136,9 @@ type instance struct {
 // start starts an instance under p. An error that comes from the policy
 // (the server refuses its configuration, or a victim does not load under
 // it) is a *policyError.
-func (s *servers) start(p *policy) (*instance, error) {
+// start starts an instance under p; tune, if given, adjusts its
+// configuration after the policy's.
+func (s *servers) start(p *policy, tune ...func(*config.Config)) (*instance, error) {
 	s.n++
 	dir := filepath.Join(s.work, fmt.Sprintf("%03d-%s", s.n, p.name))
 	repo := filepath.Join(dir, "models")
@@ -174,6 +176,9 @@ func (s *servers) start(p *policy) (*instance, error) {
 	cfg.Auth.PolicyFile = filepath.Join(s.work, "authz.yaml")
 	if err := p.apply(&cfg); err != nil {
 		return nil, &policyError{err}
+	}
+	for _, f := range tune {
+		f(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, &policyError{err}
