@@ -191,7 +191,13 @@ func runChild() error {
 	if err != nil {
 		return fmt.Errorf("api key: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	// The default level (info), as `aegis serve` logs: what a server logs
+	// per refused request under overload is part of what is measured.
+	level := slog.LevelInfo
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	srv, err := app.New(cfg, log)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -31,7 +31,7 @@ func (h httpErrorLog) Write(p []byte) (int, error) {
 		if reason != "EOF" {
 			h.gate.ConnRefused("rest", addr, reason)
 		}
-		h.log.Info("tls handshake failed", "transport", "rest", "client", addr, "err", reason)
+		h.log.Debug("tls handshake failed", "transport", "rest", "client", addr, "err", reason)
 		return len(p), nil
 	}
 	h.log.Warn(msg)
@@ -50,7 +50,7 @@ func (c auditedCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 	if err != nil && !errors.Is(err, io.EOF) {
 		addr := conn.RemoteAddr().String()
 		c.gate.ConnRefused("grpc", addr, err.Error())
-		c.log.Info("tls handshake failed", "transport", "grpc", "client", addr, "err", err)
+		c.log.Debug("tls handshake failed", "transport", "grpc", "client", addr, "err", err)
 	}
 	return out, info, err
 }

@@ -101,6 +101,12 @@ func Start(tb testing.TB, cfg config.Config) *Server {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	return StartLogged(tb, cfg, log)
+}
+
+// StartLogged is Start with the server logging to log.
+func StartLogged(tb testing.TB, cfg config.Config, log *slog.Logger) *Server {
+	tb.Helper()
 	srv, err := app.New(cfg, log)
 	if err != nil {
 		tb.Fatalf("start server: %v", err)

@@ -304,7 +304,10 @@ func (s *Service) fail(ctx context.Context, err error) error {
 	}
 	grpc.SetHeader(ctx, md)
 	kind, _ := apierr.Public(err)
-	level := slog.LevelInfo
+	// Refusals are the client's doing or overload: every one is in the
+	// audit log, and logging each at info would let a flood of bad or
+	// excess requests flood the log too.
+	level := slog.LevelDebug
 	if kind == apierr.Internal {
 		level = slog.LevelError
 	}

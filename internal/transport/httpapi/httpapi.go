@@ -557,7 +557,10 @@ func (a *api) fail(w http.ResponseWriter, id string, r *http.Request, err error)
 	if aw, ok := w.(*auditWriter); ok {
 		aw.SetError(msg)
 	}
-	level := slog.LevelInfo
+	// Refusals are the client's doing or overload: every one is in the
+	// audit log, and logging each at info would let a flood of bad or
+	// excess requests flood the log too.
+	level := slog.LevelDebug
 	if kind == apierr.Internal {
 		level = slog.LevelError
 	}
