@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +40,9 @@ const (
 	envWork  = "AEGIS_SOAK_WORK"  // the work directory
 	envTTL   = "AEGIS_SOAK_TTL"   // the most the server process lives (a Go duration)
 	envLib   = "AEGIS_ONNXRUNTIME_LIB"
-	envCPU   = "AEGIS_BENCH_CPU" // if set, the CPU the server process binds itself to
-	envShed  = "AEGIS_SOAK_SHED" // if set, YAML decoded over the default shed settings (-shed)
+	envCPU   = "AEGIS_BENCH_CPU"       // if set, the CPU the server process binds itself to
+	envShed  = "AEGIS_SOAK_SHED"       // if set, YAML decoded over the default shed settings (-shed)
+	envProf  = "AEGIS_SOAK_CPUPROFILE" // if set, the server process writes a CPU profile of its life here (-cpuprofile)
 )
 
 // policy lets the harness's API key (role scorer) infer on the fixture
@@ -175,6 +177,17 @@ func runChild() error {
 	ttl, err := time.ParseDuration(os.Getenv(envTTL))
 	if err != nil {
 		return fmt.Errorf("%s: %w", envTTL, err)
+	}
+	if path := os.Getenv(envProf); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	work, lib := os.Getenv(envWork), os.Getenv(envLib)
 	if work == "" {

@@ -127,12 +127,20 @@ func parseFlags(args []string) (options, error) {
 	keep := fs.Bool("keep", false, "keep the work directory (the audit log grows by about 0.5 KB per request)")
 	out := fs.String("o", "", "also write the markdown report to this file")
 	csv := fs.String("csv", "", "write the per-second record of every phase to this CSV file")
+	prof := fs.String("cpuprofile", "", "have the server process write a CPU profile of its whole life to this file")
 	shed := fs.String("shed", "", "YAML decoded over the server's rate_limit.shed defaults, e.g. '{target_delay: 1ms, interval: 20ms}'")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *prof != "" {
+		abs, err := filepath.Abs(*prof)
+		if err != nil {
+			return options{}, err
+		}
+		os.Setenv(envProf, abs)
 	}
 	if *shed != "" {
 		// The server process reads it (serverConfig); check it here.

@@ -311,7 +311,9 @@ func (s *Service) fail(ctx context.Context, err error) error {
 	if kind == apierr.Internal {
 		level = slog.LevelError
 	}
-	s.Logger.Log(ctx, level, "request failed", "request_id", id, "kind", kind.String(), "err", err)
+	if s.Logger.Enabled(ctx, level) { // spares boxing the arguments when not
+		s.Logger.Log(ctx, level, "request failed", "request_id", id, "kind", kind.String(), "err", err)
+	}
 	return toStatus(err)
 }
 

@@ -564,7 +564,9 @@ func (a *api) fail(w http.ResponseWriter, id string, r *http.Request, err error)
 	if kind == apierr.Internal {
 		level = slog.LevelError
 	}
-	a.Logger.Log(r.Context(), level, "request failed", "request_id", id, "path", r.URL.Path, "kind", kind.String(), "err", err)
+	if a.Logger.Enabled(r.Context(), level) { // spares boxing the arguments when not
+		a.Logger.Log(r.Context(), level, "request failed", "request_id", id, "path", r.URL.Path, "kind", kind.String(), "err", err)
+	}
 	writeError(w, id, err)
 }
 
