@@ -60,9 +60,10 @@ func prepare(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec, findLa
 	if !findLayout {
 		return w, nil
 	}
-	ts := make([]tensor.Tensor, len(outs))
+	var buf [4]tensor.Tensor // no allocation for the usual few outputs
+	ts := buf[:0]
 	for i := range outs {
-		ts[i] = outs[i].Tensor
+		ts = append(ts, outs[i].Tensor)
 	}
 	l, err := locate(p, ts, specs)
 	if err != nil {
@@ -119,12 +120,19 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 	rows, classes := l.batch, l.classes
 	// Every step below keeps each row's top class: it is decided here,
 	// after marking and before anything perturbs or rounds the scores.
-	tops := rowTops(w.scores, rows, classes)
+	var topsBuf [8]int // no allocation for small batches
+	tops := rowTops(topsBuf[:0], w.scores, rows, classes)
 	if w.scores != nil && p.ReverseSigmoid.On() && classes >= 2 {
 		if !isDistribution(w.scores, classes) {
 			softmaxRows(w.scores, classes)
 		}
-		scratch := make([]float64, classes)
+		var buf [32]float64
+		scratch := buf[:0]
+		if classes > len(buf) {
+			scratch = make([]float64, classes)
+		} else {
+			scratch = buf[:classes]
+		}
 		for r := range rows {
 			reverseSigmoid(w.row(r), tops[r], p.ReverseSigmoid.Beta, p.ReverseSigmoid.Gamma, scratch)
 		}
@@ -145,7 +153,8 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 				k := min(p.k(), classes)
 				vals, idx := topK(w.scores, classes, k)
 				roundRows(vals, k, p.Round)
-				first := make([]int, len(tops)) // each row's top class leads its top k
+				var firstBuf [8]int
+				first := append(firstBuf[:0], make([]int, len(tops))...) // each row's top class leads its top k
 				for r, top := range tops {
 					if top < 0 {
 						first[r] = -1
@@ -186,10 +195,10 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 	return out, nil
 }
 
-// rowTops returns the argmax of each row of v (rows of cols); -1 for a row
-// without one (all NaN, or no columns).
-func rowTops(v []float64, rows, cols int) []int {
-	tops := make([]int, rows)
+// rowTops returns the argmax of each row of v (rows of cols), appended to
+// dst; -1 for a row without one (all NaN, or no columns).
+func rowTops(dst []int, v []float64, rows, cols int) []int {
+	tops := slices.Grow(dst[:0], rows)[:rows]
 	for r := range tops {
 		tops[r] = -1
 		if cols > 0 && (r+1)*cols <= len(v) {
@@ -213,7 +222,7 @@ func roundTensor(t tensor.Tensor, n int) (tensor.Tensor, error) {
 	if cols <= 0 {
 		return t, nil
 	}
-	tops := rowTops(v, len(v)/cols, cols)
+	tops := rowTops(nil, v, len(v)/cols, cols)
 	roundRows(v, cols, n)
 	return withRows(t, v, cols, tops), nil
 }
@@ -326,7 +335,13 @@ func topK(v []float64, cols, k int) ([]float64, []int64) {
 	if k <= 8 {
 		// Selection: k passes over the row, cheaper than sorting for the
 		// small k served in practice.
-		taken := make([]bool, cols)
+		var takenBuf [64]bool // no allocation for up to 64 classes
+		taken := takenBuf[:0]
+		if cols > len(takenBuf) {
+			taken = make([]bool, cols)
+		} else {
+			taken = takenBuf[:cols]
+		}
 		for r := range rows {
 			row := v[r*cols : (r+1)*cols]
 			clear(taken)

@@ -145,9 +145,10 @@ func locate(p Policy, outs []tensor.Tensor, specs []tensor.Spec) (layout, error)
 	if len(specs) > 0 && (p.LabelOutput == "" || p.ScoresOutput == "") {
 		// Resolve the names from the declaration, then find them in the
 		// response by name.
-		decl := make([]outShape, len(specs))
-		for i, s := range specs {
-			decl[i] = outShape{s.Name, s.DType, s.Shape}
+		var buf [8]outShape // no allocation for the usual few outputs
+		decl := buf[:0]
+		for _, s := range specs {
+			decl = append(decl, outShape{s.Name, s.DType, s.Shape})
 		}
 		dl, err := find(p, decl, true)
 		if err != nil {
@@ -166,9 +167,10 @@ func locate(p Policy, outs []tensor.Tensor, specs []tensor.Spec) (layout, error)
 			p.ScoresOutput = "\x00none"
 		}
 	}
-	shapes := make([]outShape, len(outs))
+	var buf [8]outShape
+	shapes := buf[:0]
 	for i := range outs {
-		shapes[i] = outShape{outs[i].Name, outs[i].DType, outs[i].Shape}
+		shapes = append(shapes, outShape{outs[i].Name, outs[i].DType, outs[i].Shape})
 	}
 	l, err := find(p, shapes, false)
 	if err != nil {
