@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -206,16 +207,32 @@ func (m *Monitors) observe(ctx context.Context, e *entry, p *pipeline.Principal,
 	if len(in.Data) != n*e.spec.Dim*4 {
 		return
 	}
-	rows := make([]float32, n*e.spec.Dim)
+	sc, _ := scratchPool.Get().(*scratch)
+	if sc == nil {
+		sc = new(scratch)
+	}
+	rows := slices.Grow(sc.rows[:0], n*e.spec.Dim)[:n*e.spec.Dim]
 	for i := range rows {
 		rows[i] = math.Float32frombits(binary.LittleEndian.Uint32(in.Data[4*i:]))
 	}
-	labels := make([]int, n)
+	labels := slices.Grow(sc.labels[:0], n)[:n]
 	for i := range labels {
 		labels[i] = int(int64(binary.LittleEndian.Uint64(lab.Data[8*i:])))
 	}
-	e.mon.ObserveBatch(p.ID, m.groups(ctx, p), rows, labels)
+	e.mon.ObserveBatch(p.ID, m.groups(ctx, p), rows, labels) // copies what it keeps
+	sc.rows, sc.labels = rows, labels
+	if cap(rows) <= 1<<16 {
+		scratchPool.Put(sc)
+	}
 }
+
+// scratch holds a request's rows and labels while they are observed.
+type scratch struct {
+	rows   []float32
+	labels []int
+}
+
+var scratchPool sync.Pool // of *scratch
 
 // groups returns the principal's group keys.
 func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal) []string {
