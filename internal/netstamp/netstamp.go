@@ -33,8 +33,17 @@ type Listener struct {
 }
 
 // Listen wraps ln; connections that are not TCP are passed through
-// unstamped.
-func Listen(ln net.Listener) *Listener { return &Listener{Listener: ln} }
+// unstamped. On Linux it also asks for timestamps on the listening socket
+// itself: the kernel turns receive timestamping on for the whole host
+// lazily (in a work queue) when the first socket asks, and data that
+// arrives before that carries no timestamp (Arrived is then when the read
+// returned), so asking at listen time has it on before the first request.
+func Listen(ln net.Listener) *Listener {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		enableListener(tl)
+	}
+	return &Listener{Listener: ln}
+}
 
 // Accept waits for the next connection and turns timestamping on for it.
 func (l *Listener) Accept() (net.Conn, error) {

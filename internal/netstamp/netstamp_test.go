@@ -56,6 +56,21 @@ func TestArrivedIsWhenDataCameNotWhenRead(t *testing.T) {
 	if !sc.Arrived().IsZero() {
 		t.Fatal("Arrived before any read is not zero")
 	}
+	if stampsInKernel {
+		// The kernel turns timestamping on for the host in a work queue
+		// when the first socket asks; wait until reads are stamped.
+		deadline := time.Now().Add(5 * time.Second)
+		for !sc.Stamped() {
+			if time.Now().After(deadline) {
+				t.Fatal("no kernel timestamp on TCP reads after 5s")
+			}
+			cc.Write([]byte("w"))
+			if _, err := sc.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	for round := range 3 {
 		sent := time.Now()
 		if _, err := cc.Write([]byte("hello")); err != nil {

@@ -26,6 +26,14 @@ type sysConn struct {
 	oob   [64]byte
 }
 
+func enableListener(tl *net.TCPListener) {
+	if rc, err := tl.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		})
+	}
+}
+
 func newConn(tc *net.TCPConn) *Conn {
 	c := &Conn{TCPConn: tc}
 	rc, err := tc.SyscallConn()

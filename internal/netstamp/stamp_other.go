@@ -9,6 +9,8 @@ import (
 
 type sysConn struct{}
 
+func enableListener(*net.TCPListener) {}
+
 func newConn(tc *net.TCPConn) *Conn { return &Conn{TCPConn: tc} }
 
 func (c *Conn) read(p []byte) (int, error) {
