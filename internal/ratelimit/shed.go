@@ -35,11 +35,12 @@ import (
 // parse them and reach it. AcquireSince is told when the request arrived
 // at the host; once arrivals have waited longer than TargetDelay for a
 // whole Interval (a standing queue, not a burst), every request that
-// waited longer is refused at once, until an Interval passes without one.
-// Refusing costs a fraction of serving, so the queue drains until requests
-// reach the gate within the target again: the admitted wait little, the
-// refused hear so within a few milliseconds (CoDel's standing-queue test,
-// applied to whole requests).
+// waited longer is refused at once, and a controlled share of the others
+// (tooLate), until an Interval passes without a late one. Refusing costs a
+// fraction of serving, so the queue drains until requests reach the gate
+// within the target again: the admitted wait little, the refused hear so
+// within milliseconds (CoDel's standing-queue test, applied to whole
+// requests).
 //
 // The zero Shedder, and a nil one, refuse everything.
 type Shedder struct {
