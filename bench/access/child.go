@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -145,13 +143,8 @@ func runChild() error {
 	line, _ := json.Marshal(info)
 	fmt.Printf("%s\n", line)
 
-	stdinClosed := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, bufio.NewReader(os.Stdin))
-		close(stdinClosed)
-	}()
 	select {
-	case <-stdinClosed:
+	case <-benchutil.StdinClosed():
 	case <-time.After(childTTL):
 		log.Error("benchmark server process reached its time limit")
 	case err := <-served:

@@ -111,9 +111,9 @@ func run(opt options) (*report, error) {
 		return nil, err
 	}
 	b.child, b.info = child, child.info
-	defer child.stop()
+	defer child.Stop()
 	rep.env.ortVersion = b.info.ORTVersion
-	b.logf("server process %d: %d instances; audit logs under %s", child.cmd.Process.Pid, len(b.info.Instances), b.work)
+	b.logf("server process %d: %d instances; audit logs under %s", child.Pid(), len(b.info.Instances), b.work)
 	if b.tls, err = clientTLS(caFile(b.work)); err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func run(opt options) (*report, error) {
 			return nil, err
 		}
 	}
-	if err := child.stop(); err != nil {
+	if err := child.Stop(); err != nil {
 		return nil, fmt.Errorf("server process: %w", err)
 	}
 	rep.logs, rep.auditErr = b.checkLogs()
@@ -227,7 +227,7 @@ func (b *bench) target(inst string, tr transport) target {
 // backward in even ones.
 func (b *bench) runGroup(g group, start time.Time) error {
 	w := b.rep.work[g.work]
-	snap := benchutil.TakeCPUSnap(b.child.cmd.Process.Pid)
+	snap := benchutil.TakeCPUSnap(b.child.Pid())
 	for r := range b.opt.rounds {
 		for i := range g.paths {
 			p := g.paths[i]
@@ -245,7 +245,7 @@ func (b *bench) runGroup(g group, start time.Time) error {
 			b.rep.cells[k].samples = append(b.rep.cells[k].samples, s)
 		}
 	}
-	g.others = snap.OthersSince(benchutil.TakeCPUSnap(b.child.cmd.Process.Pid))
+	g.others = snap.OthersSince(benchutil.TakeCPUSnap(b.child.Pid()))
 	b.rep.groups = append(b.rep.groups, g)
 	base := b.rep.cells[cellKey{g.work, g.tr, g.clients, g.paths[0]}]
 	last := b.rep.cells[cellKey{g.work, g.tr, g.clients, g.paths[len(g.paths)-1]}]
@@ -284,11 +284,11 @@ func (b *bench) measure(w *workload, tr transport, clients int, inst string, req
 				return err
 			}
 		}
-		io0 = readIO(b.child.cmd.Process.Pid)
+		io0 = readIO(b.child.Pid())
 		return nil
 	}
 	after := func() error {
-		io1 = readIO(b.child.cmd.Process.Pid)
+		io1 = readIO(b.child.Pid())
 		if !in.audit {
 			return nil
 		}

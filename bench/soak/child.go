@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -234,13 +232,8 @@ func runChild() error {
 	})
 	fmt.Printf("%s\n", line)
 
-	stdinClosed := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, bufio.NewReader(os.Stdin))
-		close(stdinClosed)
-	}()
 	select {
-	case <-stdinClosed:
+	case <-benchutil.StdinClosed():
 	case <-time.After(ttl):
 		log.Error("soak server process reached its time limit", "ttl", ttl)
 	case err := <-served:

@@ -117,7 +117,7 @@ func (b *bench) openLoop(name string, rate float64, length time.Duration) *phase
 func (b *bench) sampler(rec *phaseRec) (stop func()) {
 	take := func() {
 		at := time.Since(rec.start)
-		m, err := readProcMem(b.child.pid())
+		m, err := readProcMem(b.child.Pid())
 		if err != nil {
 			return
 		}
@@ -157,9 +157,9 @@ type cpuMark struct {
 }
 
 func (b *bench) cpuMark() cpuMark {
-	m := cpuMark{at: time.Now(), snap: benchutil.TakeCPUSnap(b.child.pid())}
-	m.server, _ = procTicks(b.child.pid())
-	m.self, _ = procTicks(os.Getpid())
+	m := cpuMark{at: time.Now(), snap: benchutil.TakeCPUSnap(b.child.Pid())}
+	m.server, _ = benchutil.ProcTicks(b.child.Pid())
+	m.self, _ = benchutil.ProcTicks(os.Getpid())
 	return m
 }
 
@@ -167,8 +167,8 @@ func (b *bench) cpuMark() cpuMark {
 func (b *bench) finish(rec *phaseRec, mark cpuMark, dials int64) {
 	now := b.cpuMark()
 	secs := now.at.Sub(mark.at).Seconds()
-	rec.serverCPU = float64(now.server-mark.server) / userHZ / secs
-	rec.clientCPU = float64(now.self-mark.self) / userHZ / secs
+	rec.serverCPU = float64(now.server-mark.server) / benchutil.UserHZ / secs
+	rec.clientCPU = float64(now.self-mark.self) / benchutil.UserHZ / secs
 	rec.otherCPU = mark.snap.OthersSince(now.snap)
 	rec.dials = b.dials() - dials
 }

@@ -85,10 +85,10 @@ func run(opt options) (*report, error) {
 		return nil, err
 	}
 	b.child = child
-	defer child.stop()
+	defer child.Stop()
 	rep.info = child.info
 	b.logf("server process %d: GOMAXPROCS %d, shed max_in_flight %d max_queue %d queue_timeout %s; audit log %s",
-		child.pid(), child.info.Procs, child.info.Shed.MaxInFlight, child.info.Shed.MaxQueue, child.info.Shed.QueueTimeout, child.info.AuditLog)
+		child.Pid(), child.info.Procs, child.info.Shed.MaxInFlight, child.info.Shed.MaxQueue, child.info.Shed.QueueTimeout, child.info.AuditLog)
 
 	if err := b.connect(); err != nil {
 		return nil, err
@@ -110,13 +110,13 @@ func run(opt options) (*report, error) {
 		return nil, fmt.Errorf("server gc: %w", err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if rep.afterGC, err = readProcMem(child.pid()); err != nil {
+	if rep.afterGC, err = readProcMem(child.Pid()); err != nil {
 		return nil, err
 	}
 	if rep.final, err = child.stats(); err != nil {
 		return nil, fmt.Errorf("server stats: %w", err)
 	}
-	rep.childErr = child.stop()
+	rep.childErr = child.Stop()
 	rep.elapsed = time.Since(rep.started)
 	rep.loadAfter = benchutil.LoadAverage()
 	return rep, nil
@@ -166,7 +166,7 @@ func (b *bench) connect() error {
 			return fmt.Errorf("warm-up: %s (%s)", r.reason, r.detail)
 		}
 	}
-	if b.rep.idle, err = readProcMem(b.child.pid()); err != nil {
+	if b.rep.idle, err = readProcMem(b.child.Pid()); err != nil {
 		return err
 	}
 	// Open every connection, a few at a time.

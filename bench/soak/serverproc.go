@@ -1,103 +1,37 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
-	"sync"
 	"time"
+
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
 
 // childProc is the running server process.
 type childProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	info  childInfo
-	ctl   *http.Client
-
-	once sync.Once
-	err  error
+	*benchutil.Child
+	info childInfo
+	ctl  *http.Client
 }
 
 // startChild starts the server process on work, bound to cpu if cpu ≥ 0,
 // living at most ttl, and waits until it listens.
 func startChild(work, lib string, cpu int, ttl time.Duration) (*childProc, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envChild+"=1", envWork+"="+work, envLib+"="+lib, envTTL+"="+ttl.String())
+	env := []string{envChild + "=1", envWork + "=" + work, envLib + "=" + lib, envTTL + "=" + ttl.String()}
 	if cpu >= 0 {
-		cmd.Env = append(cmd.Env, envCPU+"="+strconv.Itoa(cpu))
+		env = append(env, envCPU+"="+strconv.Itoa(cpu))
 	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
+	c := &childProc{ctl: &http.Client{Timeout: 10 * time.Second}}
+	var err error
+	if c.Child, err = benchutil.StartChild(env, `{"http"`, &c.info); err != nil {
 		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start server process: %w", err)
-	}
-	c := &childProc{cmd: cmd, stdin: stdin, ctl: &http.Client{Timeout: 10 * time.Second}}
-	got := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		found := false
-		for sc.Scan() {
-			if line := sc.Bytes(); !found && bytes.HasPrefix(line, []byte(`{"http"`)) {
-				found = true
-				got <- json.Unmarshal(line, &c.info)
-			}
-		}
-		if !found {
-			got <- errors.New("server process exited before it listened")
-		}
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			c.stop()
-			return nil, err
-		}
-	case <-time.After(2 * time.Minute):
-		c.stop()
-		return nil, errors.New("server process did not listen within 2 minutes")
 	}
 	return c, nil
-}
-
-func (c *childProc) pid() int { return c.cmd.Process.Pid }
-
-// stop closes the server process's stdin, which makes it shut down, and
-// kills it (by its handle) if it has not exited within a minute. Calls
-// after the first return the first's result.
-func (c *childProc) stop() error {
-	c.once.Do(func() {
-		c.stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- c.cmd.Wait() }()
-		select {
-		case c.err = <-done:
-		case <-time.After(time.Minute):
-			c.cmd.Process.Kill()
-			<-done
-			c.err = errors.New("did not exit within a minute of its stdin closing; killed")
-		}
-	})
-	return c.err
 }
 
 // stats asks the server process for its counters.
@@ -165,27 +99,4 @@ func readProcMem(pid int) (procMem, error) {
 		return m, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 	}
 	return m, nil
-}
-
-// userHZ is the unit of the CPU times in /proc (USER_HZ, 100 on Linux).
-const userHZ = 100
-
-// procTicks returns utime+stime of pid, in 1/userHZ s.
-func procTicks(pid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := bytes.Fields(b[i+1:])
-	// After the command: utime and stime are fields 14 and 15 of stat.
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, _ := strconv.ParseUint(string(f[11]), 10, 64)
-	s, _ := strconv.ParseUint(string(f[12]), 10, 64)
-	return u + s, true
 }

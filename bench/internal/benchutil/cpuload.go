@@ -8,16 +8,16 @@ import (
 	"time"
 )
 
-// userHZ is the unit of the CPU times in /proc (USER_HZ, 100 on Linux).
-const userHZ = 100
+// UserHZ is the unit of the CPU times in /proc (USER_HZ, 100 on Linux).
+const UserHZ = 100
 
 // CPUSnap is a reading of the machine's busy CPU time and of the time the
 // benchmark's own processes used, so a run can say how much of the machine
 // other work took while it measured (the machines are shared).
 type CPUSnap struct {
 	at   time.Time
-	busy uint64 // all CPUs: user, nice, system and steal, in 1/userHZ s
-	ours uint64 // the given processes, in 1/userHZ s
+	busy uint64 // all CPUs: user, nice, system and steal, in 1/UserHZ s
+	ours uint64 // the given processes, in 1/UserHZ s
 	ok   bool
 }
 
@@ -43,12 +43,16 @@ func TakeCPUSnap(pids ...int) CPUSnap {
 	}
 	ours, ok := procTicks("self")
 	for _, pid := range pids {
-		t, ok2 := procTicks(strconv.Itoa(pid))
+		t, ok2 := ProcTicks(pid)
 		ours, ok = ours+t, ok && ok2
 	}
 	s.ours, s.ok = ours, ok
 	return s
 }
+
+// ProcTicks returns the CPU time (utime+stime) process pid has used, in
+// 1/UserHZ s.
+func ProcTicks(pid int) (uint64, bool) { return procTicks(strconv.Itoa(pid)) }
 
 // procTicks returns utime+stime of /proc/<pid>.
 func procTicks(pid string) (uint64, bool) {
@@ -82,5 +86,5 @@ func (s CPUSnap) OthersSince(now CPUSnap) float64 {
 		return -1
 	}
 	other := float64(now.busy-s.busy) - float64(now.ours-s.ours)
-	return max(0, other/userHZ/secs)
+	return max(0, other/UserHZ/secs)
 }
