@@ -10,32 +10,16 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/aegis-inference/aegis/internal/authn"
+	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/pipeline"
-	"github.com/aegis-inference/aegis/internal/state"
 )
 
 // createKey makes an API key with the scorer role in cfg's state
 // directory, as `aegis keys create --offline` does before the server
 // starts.
 func createKey(cfg config.Config, name string) (string, error) {
-	st, err := state.OpenBolt(cfg.StateDir)
-	if err != nil {
-		return "", err
-	}
-	defer st.Close()
-	pepper, err := authn.LoadOrCreatePepper(cfg.PepperPath())
-	if err != nil {
-		return "", err
-	}
-	ks, err := authn.OpenKeyStore(st.DB(), pepper)
-	if err != nil {
-		return "", err
-	}
-	defer ks.Close()
-	key, _, err := ks.Create(name, []string{"scorer"}, pipeline.Scopes{}, 0)
-	return key, err
+	return app.CreateKeyOffline(cfg, name, []string{"scorer"}, pipeline.Scopes{}, 0)
 }
 
 // idp is a local OIDC identity provider: an RSA-2048 key published as a

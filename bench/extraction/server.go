@@ -18,10 +18,8 @@ import (
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/app"
-	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/pipeline"
-	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tlsconf"
 	"github.com/aegis-inference/aegis/internal/transport/adminapi"
 )
@@ -245,22 +243,7 @@ func (in *instance) stop() error {
 // createKey makes an API key in cfg's state directory before the server
 // starts, as `aegis keys create --offline` does.
 func createKey(cfg config.Config, name, role string) (string, error) {
-	st, err := state.OpenBolt(cfg.StateDir)
-	if err != nil {
-		return "", err
-	}
-	defer st.Close()
-	pepper, err := authn.LoadOrCreatePepper(cfg.PepperPath())
-	if err != nil {
-		return "", err
-	}
-	ks, err := authn.OpenKeyStore(st.DB(), pepper)
-	if err != nil {
-		return "", err
-	}
-	defer ks.Close()
-	key, _, err := ks.Create(name, []string{role}, pipeline.Scopes{}, 0)
-	return key, err
+	return app.CreateKeyOffline(cfg, name, []string{role}, pipeline.Scopes{}, 0)
 }
 
 // newClient creates an API key with the client role and the policy's key

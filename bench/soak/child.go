@@ -23,11 +23,9 @@ import (
 	"github.com/aegis-inference/aegis/internal/access"
 	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/audit"
-	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
-	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tlsconf"
 	"gopkg.in/yaml.v3"
 )
@@ -140,22 +138,7 @@ func shedConfig(y string) (ratelimit.Shed, error) {
 // directory, as `aegis keys create --offline` does before the server
 // starts.
 func createKey(cfg config.Config) (string, error) {
-	st, err := state.OpenBolt(cfg.StateDir)
-	if err != nil {
-		return "", err
-	}
-	defer st.Close()
-	pepper, err := authn.LoadOrCreatePepper(cfg.PepperPath())
-	if err != nil {
-		return "", err
-	}
-	ks, err := authn.OpenKeyStore(st.DB(), pepper)
-	if err != nil {
-		return "", err
-	}
-	defer ks.Close()
-	key, _, err := ks.Create("soak", []string{"scorer"}, pipeline.Scopes{}, 0)
-	return key, err
+	return app.CreateKeyOffline(cfg, "soak", []string{"scorer"}, pipeline.Scopes{}, 0)
 }
 
 // runChild is the server process: one Aegis built by app.New exactly as

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/aegis-inference/aegis/internal/access"
 	"github.com/aegis-inference/aegis/internal/audit"
 	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/authz"
 	"github.com/aegis-inference/aegis/internal/config"
+	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tensor"
@@ -202,4 +204,26 @@ func (s auditSink) Write(r *access.Record) error {
 
 func (s auditSink) Event(kind, principal, detail string) error {
 	return s.l.Event(&audit.Event{Kind: kind, Principal: principal, Detail: detail})
+}
+
+// CreateKeyOffline makes an API key directly in cfg's state directory, as
+// `aegis keys create --offline` does; the server must not be running (the
+// store is locked while it does). It returns the key, shown only now.
+func CreateKeyOffline(cfg config.Config, name string, roles []string, scopes pipeline.Scopes, ttl time.Duration) (string, error) {
+	st, err := state.OpenBolt(cfg.StateDir)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	pepper, err := authn.LoadOrCreatePepper(cfg.PepperPath())
+	if err != nil {
+		return "", err
+	}
+	ks, err := authn.OpenKeyStore(st.DB(), pepper)
+	if err != nil {
+		return "", err
+	}
+	defer ks.Close()
+	key, _, err := ks.Create(name, roles, scopes, ttl)
+	return key, err
 }

@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aegis-inference/aegis/internal/authn"
+	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/pipeline"
-	"github.com/aegis-inference/aegis/internal/state"
 	"github.com/aegis-inference/aegis/internal/tlsconf"
 )
 
@@ -59,21 +58,7 @@ func SecureConfig(tb testing.TB, repo, policy string) (config.Config, *Secure) {
 // `aegis keys create --offline` does; the server must not be running.
 func CreateKey(tb testing.TB, cfg config.Config, name string, roles []string, scopes pipeline.Scopes, ttl time.Duration) string {
 	tb.Helper()
-	st, err := state.OpenBolt(cfg.StateDir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer st.Close()
-	pepper, err := authn.LoadOrCreatePepper(cfg.PepperPath())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ks, err := authn.OpenKeyStore(st.DB(), pepper)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ks.Close()
-	key, _, err := ks.Create(name, roles, scopes, ttl)
+	key, err := app.CreateKeyOffline(cfg, name, roles, scopes, ttl)
 	if err != nil {
 		tb.Fatal(err)
 	}
