@@ -130,8 +130,10 @@ func (in instance) config(work, lib, jwksURL string) config.Config {
 	}
 	// This benchmark measures TLS, authentication, authorization and the
 	// audit log: no per-principal rate limits (each path uses one key at
-	// full speed); bench/ratelimit measures the limiter.
+	// full speed) and no load shedding (its clients saturate the server
+	// on purpose); bench/ratelimit and bench/soak measure those.
 	cfg.RateLimit.Requests, cfg.RateLimit.Elements, cfg.RateLimit.MaxConcurrent = ratelimit.Rate{}, ratelimit.Rate{}, 0
+	cfg.RateLimit.Shed.Disabled = true
 	cfg.Audit.Disabled = !in.audit
 	cfg.Audit.Durable = in.durable
 	return cfg
