@@ -62,7 +62,7 @@ func knnTrace(cfg *KNNConfig, qs []query) int {
 	best := make([]float32, cfg.K)
 	most := 0
 	for _, q := range qs {
-		s.observe(q.x, cfg, 64, best)
+		s.observe(q.x, keyOf(q.x, nil), cfg, 64, best)
 		most = max(most, s.win.yes)
 	}
 	return most
@@ -188,7 +188,7 @@ func TestCalibrationKNN(t *testing.T) {
 				var s knnState
 				best := make([]float32, k)
 				for _, q := range jbdaStream(rand.New(rand.NewPCG(seed, 6)), 10, 300, 0.5) {
-					if r := s.observe(q.x, &kc, 64, best); r.scored {
+					if r := s.observe(q.x, keyOf(q.x, nil), &kc, 64, best); r.scored {
 						scored++
 						if r.dist < th {
 							below++

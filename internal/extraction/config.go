@@ -90,6 +90,11 @@ type KNNConfig struct {
 	// the last Window scored queries were suspicious.
 	Window     int
 	AlarmCount int
+	// Axes (optional, at most MaxAxes orthonormal vectors of Dim features,
+	// e.g. PrincipalAxes of a reference sample) let the search skip most
+	// history rows on a few numbers each; the answers are the same without
+	// them, only slower. Without Axes rows are skipped on their norms.
+	Axes [][]float32
 }
 
 // OODRateConfig configures the out-of-distribution rate detector: the
@@ -191,6 +196,9 @@ func (c *Config) Validate() error {
 		case k.AlarmCount < 1 || k.AlarmCount > k.Window:
 			return bad("knn.alarm_count", k.AlarmCount, "want 1..window")
 		}
+		if err := checkAxes(k.Axes, c.Dim); err != nil {
+			return fmt.Errorf("%w: knn.axes: %v", ErrConfig, err)
+		}
 	}
 	if o := c.OODRate; !o.Disabled {
 		switch {
@@ -238,7 +246,7 @@ func (c *Config) Validate() error {
 func (c *Config) SubjectBytesBound() int {
 	b := subjectFixedBytes
 	if !c.KNN.Disabled {
-		b += c.KNN.History * 4 * c.Dim
+		b += c.KNN.History * 4 * (c.Dim + keyLen(len(c.KNN.Axes))) // rows and their search keys
 	}
 	if !c.PRADA.Disabled {
 		b += c.PRADA.MaxStored*(4*c.Dim+slotBytes) + c.PRADA.MaxClasses*classBytes + c.PRADA.Window*8

@@ -106,6 +106,7 @@ func (o *outcomes) recount() int {
 // ring of the latest History queries.
 type knnState struct {
 	hist   []float32 // up to History rows of dim, grown on demand
+	keys   []float32 // each row's search key (searchKey), to skip rows that cannot be near
 	rows   int       // rows held
 	next   int       // row to overwrite next once full
 	win    outcomes  // suspicious or not, per scored query
@@ -122,8 +123,10 @@ type knnResult struct {
 
 // observe scores x against the history (before adding it) and adds it.
 // An exact repeat of a query in the history is neither scored nor added.
-func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32) knnResult {
+func (s *knnState) observe(x, key []float32, cfg *KNNConfig, dim int, best []float32) knnResult {
 	k := cfg.K
+	kl := len(key)
+	norm := key[kl-1]
 	var r knnResult
 	if s.rows >= k {
 		// Only whether the mean of the k nearest distances is below the
@@ -137,7 +140,17 @@ func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32)
 		for i := range best {
 			best[i] = limit * limit
 		}
+		//
+		// A row whose search key is further from x's than the current
+		// bound is further than it, so most rows are skipped on their keys
+		// (a few numbers each, held together) without reading them. The
+		// slack covers the keys' rounding: a row is only skipped when it
+		// is certainly out of reach.
+		reach := sqrt32(best[k-1]) + keySlack*norm
 		for i := 0; i < s.rows; i++ {
+			if i = s.nextNear(i, key, reach); i == s.rows {
+				break
+			}
 			d := sqDistBounded(x, s.hist[i*dim:(i+1)*dim], best[k-1])
 			if d >= best[k-1] {
 				continue
@@ -153,6 +166,7 @@ func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32)
 				j--
 			}
 			best[j] = d
+			reach = sqrt32(best[k-1]) + keySlack*norm
 		}
 		var sum float64
 		for _, d := range best {
@@ -178,13 +192,48 @@ func (s *knnState) observe(x []float32, cfg *KNNConfig, dim int, best []float32)
 	}
 	if s.rows < cfg.History {
 		s.hist = appendCapped(s.hist, cfg.History*dim, x...)
+		s.keys = appendCapped(s.keys, cfg.History*kl, key...)
 		s.rows++
 	} else {
 		copy(s.hist[s.next*dim:(s.next+1)*dim], x)
+		copy(s.keys[s.next*kl:(s.next+1)*kl], key)
 		s.next = (s.next + 1) % cfg.History
 	}
 	return r
 }
+
+// nextNear returns the first row from i on whose search key is within
+// reach of key (allowing for the rows' keySlack), or s.rows if none is.
+func (s *knnState) nextNear(i int, key []float32, reach float32) int {
+	kl := len(key)
+	if kl == keyLen(SearchAxes) { // the usual case, unrolled
+		k0, k1, k2, k3, k4 := key[0], key[1], key[2], key[3], key[4]
+		keys := s.keys[:s.rows*kl]
+		for ; i < s.rows; i++ {
+			rk := (*[6]float32)(keys[i*6 : i*6+6])
+			d0, d1, d2, d3, d4 := k0-rk[0], k1-rk[1], k2-rk[2], k3-rk[3], k4-rk[4]
+			far := reach + keySlack*rk[5]
+			if (d0*d0+d1*d1)+(d2*d2+d3*d3)+d4*d4 <= far*far {
+				return i
+			}
+		}
+		return s.rows
+	}
+	for ; i < s.rows; i++ {
+		rk := s.keys[i*kl : (i+1)*kl : (i+1)*kl]
+		var lb float32
+		for j := range kl - 1 {
+			d := key[j] - rk[j]
+			lb += d * d
+		}
+		if far := reach + keySlack*rk[kl-1]; lb <= far*far {
+			return i
+		}
+	}
+	return s.rows
+}
+
+func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
 
 func (s *knnState) alarm(cfg *KNNConfig) bool { return s.win.yes >= cfg.AlarmCount }
 
@@ -445,4 +494,4 @@ func (s *pradaState) bytes() int {
 	return 4*cap(s.vecs) + 4*cap(s.class) + 8*cap(s.seq) + classBytes*cap(s.classes) + 8*cap(s.dist)
 }
 
-func (s *knnState) bytes() int { return 4 * cap(s.hist) }
+func (s *knnState) bytes() int { return 4*cap(s.hist) + 4*cap(s.keys) }

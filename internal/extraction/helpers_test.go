@@ -45,6 +45,7 @@ func rows32(in [][]float64) [][]float32 {
 var fixtures struct {
 	once      sync.Once
 	reference [][]float32
+	axes      [][]float32 // PrincipalAxes of reference
 	heldout   [][]float32
 	mlp       mlp
 	ood       *ood.Model
@@ -73,6 +74,9 @@ func loadFixtures(t testing.TB) {
 			return
 		}
 		fixtures.knnThresh, fixtures.err = CalibrateKNN(fixtures.reference, 1, 0.001)
+		if fixtures.err == nil {
+			fixtures.axes, fixtures.err = PrincipalAxes(fixtures.reference, SearchAxes)
+		}
 	})
 	if fixtures.err != nil {
 		t.Fatal(fixtures.err)
@@ -231,6 +235,7 @@ func testConfig(t testing.TB) Config {
 	cfg := Default(64)
 	cfg.OOD = fixtures.ood
 	cfg.KNN.Threshold = fixtures.knnThresh
+	cfg.KNN.Axes = fixtures.axes
 	cfg.SweepEvery = time.Hour
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	cfg.Now = func() time.Time { return clock }

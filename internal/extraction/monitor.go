@@ -1,6 +1,7 @@
 package extraction
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"slices"
@@ -44,6 +45,7 @@ type Monitor struct {
 	sw     swScratch
 	pool64 []float64
 	best   []float32
+	key    []float32 // the observation's kNN search key (searchKey)
 }
 
 // message is one observation or control request for the worker.
@@ -103,6 +105,7 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	m.pool.New = func() any { return &message{x: make([]float32, cfg.Dim)} }
 	m.best = make([]float32, max(cfg.KNN.K, 1))
+	m.key = make([]float32, keyLen(len(cfg.KNN.Axes)))
 	if !cfg.OODRate.Disabled {
 		m.oodKmin = binomialAlarmCounts(cfg.OODRate.Window, cfg.OODRate.BaseRate, cfg.OODRate.Alpha)
 	}
@@ -143,10 +146,15 @@ func (m *Monitor) Observe(principal string, groups []string, x []float32, label 
 		m.stats.rejected.Add(1)
 		return
 	}
+	m.enqueue(principal, groups, label, func(dst []float32) { copy(dst, x) })
+}
+
+// enqueue queues an observation whose row fill writes.
+func (m *Monitor) enqueue(principal string, groups []string, label int, fill func(x []float32)) {
 	msg := m.pool.Get().(*message)
 	msg.principal = principal
 	msg.groups = append(msg.groups[:0], groups...)
-	copy(msg.x, x)
+	fill(msg.x)
 	msg.label = label
 	m.closeMu.RLock()
 	defer m.closeMu.RUnlock()
@@ -164,6 +172,27 @@ func (m *Monitor) Observe(principal string, groups []string, x []float32, label 
 }
 
 // ObserveBatch records a batch: inputs holds len(labels) rows of Dim
+// ObserveEncoded is ObserveBatch for rows and labels as a model's tensors
+// hold them: rows little-endian FP32 (Dim per row), labels little-endian
+// INT64, one per row. The rows are decoded straight into the queued
+// observations.
+func (m *Monitor) ObserveEncoded(principal string, groups []string, rows, labels []byte) {
+	n := len(labels) / 8
+	if len(labels)%8 != 0 || len(rows) != n*m.cfg.Dim*4 {
+		m.stats.rejected.Add(uint64(max(n, 1)))
+		return
+	}
+	for r := range n {
+		row := rows[r*m.cfg.Dim*4 : (r+1)*m.cfg.Dim*4]
+		label := int(int64(binary.LittleEndian.Uint64(labels[8*r:])))
+		m.enqueue(principal, groups, label, func(x []float32) {
+			for i := range x {
+				x[i] = math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))
+			}
+		})
+	}
+}
+
 // features, row i predicted as labels[i].
 func (m *Monitor) ObserveBatch(principal string, groups []string, inputs []float32, labels []int) {
 	if len(inputs) != len(labels)*m.cfg.Dim {
@@ -306,6 +335,7 @@ func (m *Monitor) process(msg *message) {
 	now := m.now()
 	m.seq++
 	m.stats.observed.Add(1)
+	searchKey(m.key, msg.x, m.cfg.KNN.Axes)
 	isOOD := false
 	if !m.cfg.OODRate.Disabled {
 		isOOD = m.cfg.OOD.OOD(msg.x)
@@ -398,7 +428,7 @@ func (m *Monitor) update(s *subject, msg *message, isOOD bool, now time.Time) {
 	repeat := false
 	var cond [numDetectors]bool
 	if !cfg.KNN.Disabled {
-		r := s.knn.observe(msg.x, &cfg.KNN, cfg.Dim, m.best)
+		r := s.knn.observe(msg.x, m.key, &cfg.KNN, cfg.Dim, m.best)
 		repeat = r.repeat
 	}
 	if !repeat && !cfg.PRADA.Disabled {

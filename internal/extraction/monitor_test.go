@@ -1,11 +1,13 @@
 package extraction
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -341,5 +343,50 @@ func TestGroupResetRejoins(t *testing.T) {
 	st, ok := m.Status("tenant:t", true)
 	if !ok || st.Queries != 1 {
 		t.Errorf("group after rejoining: %+v (found %v), want 1 query", st, ok)
+	}
+}
+
+// TestObserveEncodedIsObserveBatch: rows and labels handed over as a
+// model's tensor bytes make the same observations as decoded ones, and
+// malformed lengths are rejected.
+func TestObserveEncodedIsObserveBatch(t *testing.T) {
+	qs := benignStream(rand.New(rand.NewPCG(3, 3)), 300)
+	decoded, encoded := newMonitor(t, testConfig(t)), newMonitor(t, testConfig(t))
+	groups := []string{"tenant:a"}
+	for i := 0; i < len(qs); i += 3 {
+		var rows []float32
+		var labels []int
+		var rowBytes, labelBytes []byte
+		for _, q := range qs[i:min(i+3, len(qs))] {
+			rows = append(rows, q.x...)
+			labels = append(labels, q.label)
+			for _, v := range q.x {
+				rowBytes = binary.LittleEndian.AppendUint32(rowBytes, math.Float32bits(v))
+			}
+			labelBytes = binary.LittleEndian.AppendUint64(labelBytes, uint64(q.label))
+		}
+		decoded.ObserveBatch("key:a", groups, rows, labels)
+		encoded.ObserveEncoded("key:a", groups, rowBytes, labelBytes)
+	}
+	decoded.Flush()
+	encoded.Flush()
+	for _, who := range []struct {
+		name  string
+		group bool
+	}{{"key:a", false}, {"tenant:a", true}} {
+		a, okA := decoded.Status(who.name, who.group)
+		b, okB := encoded.Status(who.name, who.group)
+		if !okA || !okB || !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: decoded %+v (%v), encoded %+v (%v)", who.name, a, okA, b, okB)
+		}
+		if a.Queries != uint64(len(qs)) {
+			t.Errorf("%s: %d queries, want %d", who.name, a.Queries, len(qs))
+		}
+	}
+	encoded.ObserveEncoded("key:b", nil, make([]byte, 64*4*2), make([]byte, 8*3)) // 2 rows, 3 labels
+	encoded.ObserveEncoded("key:b", nil, make([]byte, 64*4), make([]byte, 7))     // a label cut short
+	encoded.Flush()
+	if s := encoded.Stats(); s.Rejected != 4 {
+		t.Errorf("%d rejected, want 4 (3 rows and 1)", s.Rejected)
 	}
 }

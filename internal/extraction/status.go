@@ -182,8 +182,18 @@ func (m *Monitor) Stats() Stats {
 // /24 of an IPv4 address or the /48 of an IPv6 one, so that principals
 // calling from one network are also watched together.
 func NetGroup(addr netip.Addr) string {
-	if !addr.IsValid() {
+	p := NetPrefix(addr)
+	if !p.IsValid() {
 		return "net:invalid"
+	}
+	return NetGroupOf(p)
+}
+
+// NetPrefix is the network NetGroup groups addr by (its /24, or /48 for
+// IPv6); the zero Prefix for an invalid address.
+func NetPrefix(addr netip.Addr) netip.Prefix {
+	if !addr.IsValid() {
+		return netip.Prefix{}
 	}
 	addr = addr.Unmap()
 	bits := 48
@@ -192,10 +202,13 @@ func NetGroup(addr netip.Addr) string {
 	}
 	p, err := addr.Prefix(bits)
 	if err != nil {
-		return "net:invalid"
+		return netip.Prefix{}
 	}
-	return "net:" + p.String()
+	return p
 }
+
+// NetGroupOf is the group key of network p (a NetPrefix).
+func NetGroupOf(p netip.Prefix) string { return "net:" + p.String() }
 
 // TenantGroup is the group key of a tenant: "tenant:" and its name.
 func TenantGroup(tenant string) string { return "tenant:" + tenant }

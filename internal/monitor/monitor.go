@@ -7,13 +7,12 @@ package monitor
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"math"
+	"maps"
 	"net/netip"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/access"
@@ -41,9 +40,11 @@ type Options struct {
 
 // Monitors holds the per-model monitors.
 type Monitors struct {
-	opts Options
-	mu   sync.Mutex
-	byM  map[string]*entry
+	opts  Options
+	mu    sync.Mutex
+	byM   map[string]*entry                 // under mu
+	live  atomic.Pointer[map[string]*entry] // a copy of byM, for the request path
+	names groupNames
 }
 
 type entry struct {
@@ -71,13 +72,23 @@ func New(opts Options) *Monitors {
 }
 
 func (m *Monitors) get(model string) *entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.byM[model]
+	if live := m.live.Load(); live != nil {
+		return (*live)[model]
+	}
+	return nil
+}
+
+// publish makes byM the request path's copy; under mu.
+func (m *Monitors) publish() {
+	live := maps.Clone(m.byM)
+	m.live.Store(&live)
 }
 
 // monitorFor returns model's monitor, creating it from spec.
 func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*entry, error) {
+	if e := m.get(model); e != nil {
+		return e, nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e := m.byM[model]; e != nil {
@@ -98,6 +109,11 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 	cfg.OOD = om
 	if cfg.KNN.Threshold, err = extraction.CalibrateKNN(spec.Reference, cfg.KNN.K, 0.001); err != nil {
 		return nil, fmt.Errorf("model %s: calibrate the kNN detector: %w", model, err)
+	}
+	// The axes only speed the search up: a sample that has none (it does
+	// not vary) is searched on norms.
+	if axes, err := extraction.PrincipalAxes(spec.Reference, extraction.SearchAxes); err == nil {
+		cfg.KNN.Axes = axes
 	}
 	cfg.Policy = m.opts.Policy
 	mon, err := extraction.New(cfg)
@@ -120,6 +136,7 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 		}
 	}()
 	m.byM[model] = e
+	m.publish()
 	m.opts.Logger.Info("extraction monitoring on", "model", model, "features", spec.Dim, "reference_rows", len(spec.Reference),
 		"knn_threshold", cfg.KNN.Threshold)
 	return e, nil
@@ -134,6 +151,7 @@ func (m *Monitors) Close() {
 		<-e.done
 	}
 	m.byM = map[string]*entry{}
+	m.publish()
 }
 
 // Errors for refused principals; messages say nothing of the detectors.
@@ -203,53 +221,68 @@ func (m *Monitors) observe(ctx context.Context, e *entry, p *pipeline.Principal,
 	if in == nil || lab == nil || in.DType != tensor.FP32 || lab.DType != tensor.Int64 {
 		return
 	}
-	n := len(lab.Data) / 8
-	if len(in.Data) != n*e.spec.Dim*4 {
+	if len(in.Data) != len(lab.Data)/8*e.spec.Dim*4 {
 		return
 	}
-	sc, _ := scratchPool.Get().(*scratch)
-	if sc == nil {
-		sc = new(scratch)
-	}
-	rows := slices.Grow(sc.rows[:0], n*e.spec.Dim)[:n*e.spec.Dim]
-	for i := range rows {
-		rows[i] = math.Float32frombits(binary.LittleEndian.Uint32(in.Data[4*i:]))
-	}
-	labels := slices.Grow(sc.labels[:0], n)[:n]
-	for i := range labels {
-		labels[i] = int(int64(binary.LittleEndian.Uint64(lab.Data[8*i:])))
-	}
-	e.mon.ObserveBatch(p.ID, m.groups(ctx, p), rows, labels) // copies what it keeps
-	sc.rows, sc.labels = rows, labels
-	if cap(rows) <= 1<<16 {
-		scratchPool.Put(sc)
-	}
+	var buf [4]string
+	e.mon.ObserveEncoded(p.ID, m.groups(ctx, p, buf[:0]), in.Data, lab.Data) // copies what it keeps
 }
 
-// scratch holds a request's rows and labels while they are observed.
-type scratch struct {
-	rows   []float32
-	labels []int
-}
-
-var scratchPool sync.Pool // of *scratch
-
-// groups returns the principal's group keys.
-func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal) []string {
-	var g []string
+// groups appends the principal's group keys to g.
+func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal, g []string) []string {
 	if m.opts.GroupByNetwork {
 		if t := access.TicketFrom(ctx); t != nil {
 			if ap, err := netip.ParseAddrPort(t.Client()); err == nil {
-				g = append(g, extraction.NetGroup(ap.Addr()))
+				g = append(g, m.names.net(extraction.NetPrefix(ap.Addr())))
 			}
 		}
 	}
 	if m.opts.GroupByTenant {
 		for _, name := range p.Groups {
-			g = append(g, extraction.TenantGroup(name))
+			g = append(g, m.names.tenant(name))
 		}
 	}
 	return g
+}
+
+// groupNames keeps the group keys already made, so that the request path
+// does not format them again: the callers of a server come from a few
+// networks and tenants. It keeps at most maxNames of each kind; beyond
+// that keys are made per request.
+type groupNames struct {
+	nets, tenants sync.Map // netip.Prefix or tenant name → key
+	n, t          atomic.Int32
+}
+
+const maxNames = 4096
+
+func (c *groupNames) net(p netip.Prefix) string {
+	if v, ok := c.nets.Load(p); ok {
+		return v.(string)
+	}
+	if !p.IsValid() {
+		return "net:invalid"
+	}
+	key := extraction.NetGroupOf(p)
+	if c.n.Load() < maxNames {
+		if _, loaded := c.nets.LoadOrStore(p, key); !loaded {
+			c.n.Add(1)
+		}
+	}
+	return key
+}
+
+func (c *groupNames) tenant(name string) string {
+	if v, ok := c.tenants.Load(name); ok {
+		return v.(string)
+	}
+	key := extraction.TenantGroup(name)
+	if c.t.Load() < maxNames {
+		if _, loaded := c.tenants.LoadOrStore(name, key); !loaded {
+			c.t.Add(1)
+		}
+	}
+	return key
 }
 
 // keepLabelOnly drops every output but the predicted label.
