@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -41,9 +42,17 @@ type RecorderOptions struct {
 	// Queue is how many pairs may wait to be written (DefaultQueue when
 	// 0); when it is full further pairs are dropped and counted.
 	Queue int
+	// Delay is how long the writer lets pairs gather after the first
+	// before it commits them together (DefaultDelay when 0, none when
+	// negative). A commit syncs the disk, so one per marked answer would
+	// cost far more than the marking; a crash loses at most Delay's pairs.
+	Delay time.Duration
 	// Log receives write failures; nil discards them.
 	Log *slog.Logger
 }
+
+// DefaultDelay is RecorderOptions.Delay's default.
+const DefaultDelay = 100 * time.Millisecond
 
 // Recorder stores marked pairs per principal in the embedded state store.
 // Record never blocks: a background writer commits what is queued in one
@@ -57,10 +66,12 @@ type Recorder struct {
 	failed  atomic.Uint64
 	done    chan struct{}
 
+	delay time.Duration
 	// mu guards closed and sends on queue, so that Close can close it.
 	mu     sync.RWMutex
 	closed bool
 	queue  chan item
+	wake   chan struct{} // cuts the writer's Delay short (Flush, Close)
 }
 
 type item struct {
@@ -87,7 +98,14 @@ func NewRecorder(db *bolt.DB, opts RecorderOptions) (*Recorder, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("watermark store: %w", err)
 	}
-	r := &Recorder{db: db, max: opts.MaxPairs, log: opts.Log, done: make(chan struct{}), queue: make(chan item, opts.Queue)}
+	switch {
+	case opts.Delay == 0:
+		opts.Delay = DefaultDelay
+	case opts.Delay < 0:
+		opts.Delay = 0
+	}
+	r := &Recorder{db: db, max: opts.MaxPairs, log: opts.Log, delay: opts.Delay, done: make(chan struct{}),
+		queue: make(chan item, opts.Queue), wake: make(chan struct{}, 1)}
 	go r.run()
 	return r, nil
 }
@@ -121,7 +139,15 @@ func (r *Recorder) Flush() {
 	}
 	r.queue <- item{flushed: ch} // may wait for room: Flush is not for the request path
 	r.mu.RUnlock()
+	r.poke()
 	<-ch
+}
+
+func (r *Recorder) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Dropped returns how many pairs were not recorded because the queue was
@@ -140,6 +166,7 @@ func (r *Recorder) Close() error {
 		close(r.queue)
 	}
 	r.mu.Unlock()
+	r.poke()
 	<-r.done
 	return nil
 }
@@ -149,13 +176,35 @@ const maxBatch = 256
 
 func (r *Recorder) run() {
 	defer close(r.done)
-	for it := range r.queue {
-		batch := []item{it}
+	batch := make([]item, 0, maxBatch)
+	var timer *time.Timer
+	for {
+		it, ok := <-r.queue
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], it)
+		if it.flushed == nil && r.delay > 0 {
+			// Sleep rather than wait on the queue: a send to a waiting
+			// goroutine wakes it, per marked answer.
+			if timer == nil {
+				timer = time.NewTimer(r.delay)
+			} else {
+				timer.Reset(r.delay)
+			}
+			select {
+			case <-timer.C:
+			case <-r.wake:
+				timer.Stop()
+			}
+		}
+		closed := false
 	fill:
 		for len(batch) < maxBatch {
 			select {
 			case it, ok := <-r.queue:
 				if !ok {
+					closed = true
 					break fill
 				}
 				batch = append(batch, it)
@@ -164,6 +213,10 @@ func (r *Recorder) run() {
 			}
 		}
 		r.write(batch)
+		clear(batch) // let the pairs go
+		if closed {
+			return
+		}
 	}
 }
 

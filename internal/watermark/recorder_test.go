@@ -187,3 +187,54 @@ func TestRecorderFailureCounted(t *testing.T) {
 		t.Errorf("got %d pairs, want pair 2 alone", len(got))
 	}
 }
+
+// TestRecorderGathersPairs: pairs are committed together after the
+// Delay, not one transaction (and disk sync) each; Flush and Close do not
+// wait for the Delay.
+func TestRecorderGathersPairs(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer s.Close()
+	r, err := NewRecorder(s.DB(), RecorderOptions{Delay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		r.Record("key:a", testPair(i+1))
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got, _ := Pairs(s.DB(), "key:a"); len(got) != 0 {
+		t.Fatalf("%d pairs written within the hour's delay, want none yet", len(got))
+	}
+	start := time.Now()
+	r.Flush()
+	if got, _ := Pairs(s.DB(), "key:a"); len(got) != 10 {
+		t.Fatalf("%d pairs after Flush, want 10", len(got))
+	}
+	r.Record("key:a", testPair(11))
+	r.Close()
+	if got, _ := Pairs(s.DB(), "key:a"); len(got) != 11 {
+		t.Fatalf("%d pairs after Close, want 11", len(got))
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Errorf("Flush and Close took %v: they waited for the delay", d)
+	}
+
+	// The default delay writes on its own.
+	r, err = NewRecorder(s.DB(), RecorderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Record("key:b", testPair(1))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got, _ := Pairs(s.DB(), "key:b"); len(got) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a pair was not written within 10s at the default delay")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -236,8 +236,12 @@ func encodeCanonical(b []byte, order []int, row []tensor.Tensor, w io.Writer) ([
 // RowInputs returns row r of a request's inputs for a batch of batch rows:
 // each input whose first dimension is batch contributes its row r, with
 // shape [1, ...] (sharing the request's memory); any other input (no batch
-// dimension) is the same for every row and contributes itself whole.
+// dimension) is the same for every row and contributes itself whole. For a
+// batch of one that is inputs itself.
 func RowInputs(inputs []tensor.Tensor, r, batch int) []tensor.Tensor {
+	if batch == 1 && r == 0 {
+		return inputs
+	}
 	row := make([]tensor.Tensor, len(inputs))
 	for i, in := range inputs {
 		row[i] = in
