@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/tensor"
@@ -27,14 +28,23 @@ func Apply(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec) ([]pipel
 	if p.passThrough() {
 		return outs, nil
 	}
-	w, err := prepare(p, outs, specs, needsLayout(p))
+	var lp Policy
+	if needsLayout(p) {
+		var err error
+		if lp, err = resolve(p, specs); err != nil {
+			return nil, err
+		}
+	}
+	w, err := prepare(lp, outs, needsLayout(p))
 	if err != nil {
 		return nil, err
 	}
+	defer w.release()
 	return w.finish(p)
 }
 
-// work is a response being shaped.
+// work is a response being shaped. It comes from workPool: release it
+// when done. Nothing finish returns refers to its buffers.
 type work struct {
 	outs []pipeline.OutputTensor
 	l    layout
@@ -44,6 +54,41 @@ type work struct {
 	scores []float64
 	// labels holds the label output decoded; nil without one.
 	labels []int64
+	// rows and answered are rowLabels' results and the marker's copy.
+	rows, answered []int64
+	// Reused buffers behind scores and labels, and top_k's working rows.
+	scoresBuf []float64
+	labelsBuf []int64
+	vals      []float64
+	idx       []int64
+	// slab holds the shaped outputs' data: one allocation per response
+	// for all of them (never reused: the response keeps it).
+	slab []byte
+}
+
+// buf returns an empty slice with room for n bytes of a shaped output's
+// data, carved from the slab.
+func (w *work) buf(n int) []byte {
+	if cap(w.slab)-len(w.slab) < n {
+		w.slab = make([]byte, 0, max(n, 64))
+	}
+	l := len(w.slab)
+	w.slab = w.slab[:l+n]
+	return w.slab[l : l : l+n]
+}
+
+var workPool = sync.Pool{New: func() any { return new(work) }}
+
+// maxPooled is the most elements a work's buffers keep for reuse.
+const maxPooled = 1 << 14
+
+func (w *work) release() {
+	if max(cap(w.scoresBuf), cap(w.labelsBuf), cap(w.rows), cap(w.answered), cap(w.vals), cap(w.idx)) > maxPooled {
+		return
+	}
+	*w = work{scoresBuf: w.scoresBuf[:0], labelsBuf: w.labelsBuf[:0], rows: w.rows[:0], answered: w.answered[:0],
+		vals: w.vals[:0], idx: w.idx[:0]}
+	workPool.Put(w)
 }
 
 // needsLayout reports whether shaping under p must know which outputs are
@@ -53,10 +98,12 @@ func needsLayout(p Policy) bool {
 	return p.detail() != pipeline.OutputFull || p.ReverseSigmoid.On()
 }
 
-// prepare decodes the label and scores of outs; without findLayout it
-// leaves them unknown (full detail, rounding only).
-func prepare(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec, findLayout bool) (*work, error) {
-	w := &work{outs: outs, l: layout{label: -1, scores: -1}}
+// prepare decodes the label and scores of outs, located by lp (a policy
+// resolve returned); without findLayout it leaves them unknown (full
+// detail, rounding only).
+func prepare(lp Policy, outs []pipeline.OutputTensor, findLayout bool) (*work, error) {
+	w := workPool.Get().(*work)
+	w.outs, w.l = outs, layout{label: -1, scores: -1}
 	if !findLayout {
 		return w, nil
 	}
@@ -65,34 +112,39 @@ func prepare(p Policy, outs []pipeline.OutputTensor, specs []tensor.Spec, findLa
 	for i := range outs {
 		ts = append(ts, outs[i].Tensor)
 	}
-	l, err := locate(p, ts, specs)
+	l, err := locateResolved(lp, ts)
 	if err != nil {
+		w.release()
 		return nil, err
 	}
 	w.l = l
 	if l.scores >= 0 {
-		w.scores = readFloats(&outs[l.scores].Tensor)
+		w.scores = readFloatsInto(w.scoresBuf[:0], &outs[l.scores].Tensor)
+		w.scoresBuf = w.scores[:0]
 	}
 	if l.label >= 0 {
-		w.labels = readInts(&outs[l.label].Tensor)
+		w.labels = readIntsInto(w.labelsBuf[:0], &outs[l.label].Tensor)
+		w.labelsBuf = w.labels[:0]
 	}
 	return w, nil
 }
 
 // rowLabels returns each row's answered label: the label output's, else
 // the scores' argmax; nil when the response has neither.
+// (in a buffer of w's, valid until the next call).
 func (w *work) rowLabels() []int64 {
 	if w.labels != nil {
-		return slices.Clone(w.labels)
+		w.rows = append(w.rows[:0], w.labels...)
+		return w.rows
 	}
 	if w.scores == nil {
 		return nil
 	}
-	out := make([]int64, w.l.batch)
-	for r := range out {
-		out[r] = int64(argmax(w.row(r)))
+	w.rows = slices.Grow(w.rows[:0], w.l.batch)[:w.l.batch]
+	for r := range w.rows {
+		w.rows[r] = int64(argmax(w.row(r)))
 	}
-	return out
+	return w.rows
 }
 
 func (w *work) row(r int) []float64 {
@@ -141,17 +193,18 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 	for i, o := range w.outs {
 		switch {
 		case i == l.label:
-			o.Tensor = withInts(o.Tensor, w.labels)
+			o.Tensor = withIntsIn(w.buf(len(w.labels)*o.DType.Size()), o.Tensor, w.labels)
 			out = append(out, o)
 		case i == l.scores:
 			switch detail {
 			case pipeline.OutputFull:
 				roundRows(w.scores, classes, p.Round)
-				o.Tensor = withRows(o.Tensor, w.scores, classes, tops)
+				o.Tensor = withRowsIn(w.buf(len(w.scores)*o.DType.Size()), o.Tensor, w.scores, classes, tops)
 				out = append(out, o)
 			case pipeline.OutputTopK:
 				k := min(p.k(), classes)
-				vals, idx := topK(w.scores, classes, k)
+				vals, idx := topKInto(w.vals[:0], w.idx[:0], w.scores, classes, k)
+				w.vals, w.idx = vals, idx
 				roundRows(vals, k, p.Round)
 				var firstBuf [8]int
 				first := append(firstBuf[:0], make([]int, len(tops))...) // each row's top class leads its top k
@@ -160,10 +213,13 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 						first[r] = -1
 					}
 				}
-				v := tensor.Tensor{Name: TopKValues, DType: o.DType, Shape: []int64{int64(rows), int64(k)}}
+				shapes := make([]int64, 4) // both outputs' shapes, in one allocation
+				shapes[0], shapes[1], shapes[2], shapes[3] = int64(rows), int64(k), int64(rows), int64(k)
+				v := tensor.Tensor{Name: TopKValues, DType: o.DType, Shape: shapes[0:2:2]}
+				ix := tensor.Tensor{Name: TopKIndices, DType: tensor.Int64, Shape: shapes[2:4:4]}
 				out = append(out,
-					pipeline.OutputTensor{Tensor: withRows(v, vals, k, first), Binary: o.Binary},
-					pipeline.OutputTensor{Tensor: int64Tensor(TopKIndices, []int64{int64(rows), int64(k)}, idx), Binary: o.Binary})
+					pipeline.OutputTensor{Tensor: withRowsIn(w.buf(len(vals)*o.DType.Size()), v, vals, k, first), Binary: o.Binary},
+					pipeline.OutputTensor{Tensor: withIntsIn(w.buf(len(idx)*8), ix, idx), Binary: o.Binary})
 			default:
 				if l.label < 0 {
 					name := p.LabelOutput
@@ -232,6 +288,12 @@ func roundTensor(t tensor.Tensor, n int) (tensor.Tensor, error) {
 // others as the datatype represents them: two scores that differ in
 // float64 may be one float32.
 func withRows(t tensor.Tensor, v []float64, cols int, tops []int) tensor.Tensor {
+	return withRowsIn(nil, t, v, cols, tops)
+}
+
+// withRowsIn is withRows writing into dst's spare capacity when it has
+// room.
+func withRowsIn(dst []byte, t tensor.Tensor, v []float64, cols int, tops []int) tensor.Tensor {
 	conv := func(x float64) float64 { return x }
 	next := func(x float64) float64 { return math.Nextafter(x, math.Inf(1)) }
 	if t.DType == tensor.FP32 {
@@ -253,7 +315,7 @@ func withRows(t tensor.Tensor, v []float64, cols int, tops []int) tensor.Tensor 
 			row[top] = next(above)
 		}
 	}
-	return withFloats(t, v)
+	return withFloatsIn(dst, t, v)
 }
 
 // roundRows rounds v (rows of cols) to n decimals (nothing when n < 0).
@@ -312,13 +374,16 @@ func argmax(row []float64) int {
 
 // topK returns the k highest of each row of v (rows of cols) in descending
 // order, ties to the lower index, NaNs last, and their indices.
-func topK(v []float64, cols, k int) ([]float64, []int64) {
+func topK(v []float64, cols, k int) ([]float64, []int64) { return topKInto(nil, nil, v, cols, k) }
+
+// topKInto is topK appending to vals and idx.
+func topKInto(vals []float64, idx []int64, v []float64, cols, k int) ([]float64, []int64) {
 	rows := 0
 	if cols > 0 {
 		rows = len(v) / cols
 	}
-	vals := make([]float64, 0, rows*k)
-	idx := make([]int64, 0, rows*k)
+	vals = slices.Grow(vals[:0], rows*k)
+	idx = slices.Grow(idx[:0], rows*k)
 	// before reports whether element a of row ranks before element b.
 	before := func(row []float64, a, b int) bool {
 		x, y := row[a], row[b]
@@ -480,35 +545,50 @@ func reverseSigmoid(row []float64, top int, beta, gamma float64, scratch []float
 
 // readFloats decodes an FP32 or FP64 tensor; nil for other datatypes or
 // data that does not fill whole elements.
-func readFloats(t *tensor.Tensor) []float64 {
+func readFloats(t *tensor.Tensor) []float64 { return readFloatsInto(nil, t) }
+
+// readFloatsInto is readFloats appending to dst[:0].
+func readFloatsInto(dst []float64, t *tensor.Tensor) []float64 {
+	var n int
 	switch t.DType {
 	case tensor.FP32:
 		if len(t.Data)%4 != 0 {
 			return nil
 		}
-		v := make([]float64, len(t.Data)/4)
-		for i := range v {
-			v[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:])))
-		}
-		return v
+		n = len(t.Data) / 4
 	case tensor.FP64:
 		if len(t.Data)%8 != 0 {
 			return nil
 		}
-		v := make([]float64, len(t.Data)/8)
+		n = len(t.Data) / 8
+	default:
+		return nil
+	}
+	v := slices.Grow(dst[:0], n)[:n]
+	if t.DType == tensor.FP32 {
+		for i := range v {
+			v[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:])))
+		}
+	} else {
 		for i := range v {
 			v[i] = math.Float64frombits(binary.LittleEndian.Uint64(t.Data[8*i:]))
 		}
-		return v
 	}
-	return nil
+	return v
 }
 
 // withFloats returns t with data v in t's datatype (FP32 or FP64), in a
 // new buffer.
-func withFloats(t tensor.Tensor, v []float64) tensor.Tensor {
+func withFloats(t tensor.Tensor, v []float64) tensor.Tensor { return withFloatsIn(nil, t, v) }
+
+// withFloatsIn is withFloats writing into dst's spare capacity when it
+// has room.
+func withFloatsIn(dst []byte, t tensor.Tensor, v []float64) tensor.Tensor {
 	size := t.DType.Size()
-	b := make([]byte, 0, len(v)*size)
+	b := dst[:0]
+	if cap(b) < len(v)*size {
+		b = make([]byte, 0, len(v)*size)
+	}
 	for _, x := range v {
 		if t.DType == tensor.FP32 {
 			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(x)))
@@ -521,12 +601,16 @@ func withFloats(t tensor.Tensor, v []float64) tensor.Tensor {
 }
 
 // readInts decodes an INT64 or INT32 tensor.
-func readInts(t *tensor.Tensor) []int64 {
+func readInts(t *tensor.Tensor) []int64 { return readIntsInto(nil, t) }
+
+// readIntsInto is readInts appending to dst[:0].
+func readIntsInto(dst []int64, t *tensor.Tensor) []int64 {
 	size := t.DType.Size()
 	if size == 0 || len(t.Data)%size != 0 {
 		return nil
 	}
-	v := make([]int64, len(t.Data)/size)
+	n := len(t.Data) / size
+	v := slices.Grow(dst[:0], n)[:n]
 	for i := range v {
 		v[i] = tensor.ReadInt(t.Data[size*i:], size)
 	}
@@ -534,9 +618,16 @@ func readInts(t *tensor.Tensor) []int64 {
 }
 
 // withInts returns t with data v in t's integer datatype, in a new buffer.
-func withInts(t tensor.Tensor, v []int64) tensor.Tensor {
+func withInts(t tensor.Tensor, v []int64) tensor.Tensor { return withIntsIn(nil, t, v) }
+
+// withIntsIn is withInts writing into dst's spare capacity when it has
+// room.
+func withIntsIn(dst []byte, t tensor.Tensor, v []int64) tensor.Tensor {
 	size := t.DType.Size()
-	b := make([]byte, 0, len(v)*size)
+	b := dst[:0]
+	if cap(b) < len(v)*size {
+		b = make([]byte, 0, len(v)*size)
+	}
 	for _, x := range v {
 		b = tensor.AppendLE(b, uint64(x), size)
 	}

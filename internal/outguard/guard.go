@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/aegis-inference/aegis/internal/apierr"
 	"github.com/aegis-inference/aegis/internal/pipeline"
@@ -37,6 +39,44 @@ type Guard struct {
 	Policy func(pipeline.Target) Policy
 	// Marker, if set, watermarks responses before they are shaped.
 	Marker Marker
+
+	// resolves remembers resolve's answers: they depend only on the
+	// policy and the model's declared outputs, which a request does not
+	// change. At most maxResolves are kept.
+	resolves sync.Map // resolveKey → resolveAnswer
+	nresolve atomic.Int32
+}
+
+type resolveKey struct {
+	specs *tensor.Spec // the declared outputs' array (a model version's, fixed)
+	n     int
+	p     Policy
+}
+
+type resolveAnswer struct {
+	p   Policy
+	err error
+}
+
+const maxResolves = 1024
+
+// resolved is resolve(p, specs), remembered.
+func (g *Guard) resolved(p Policy, specs []tensor.Spec) (Policy, error) {
+	if len(specs) == 0 {
+		return resolve(p, specs)
+	}
+	k := resolveKey{&specs[0], len(specs), p}
+	if a, ok := g.resolves.Load(k); ok {
+		a := a.(resolveAnswer)
+		return a.p, a.err
+	}
+	rp, err := resolve(p, specs)
+	if g.nresolve.Load() < maxResolves {
+		if _, loaded := g.resolves.LoadOrStore(k, resolveAnswer{rp, err}); !loaded {
+			g.nresolve.Add(1)
+		}
+	}
+	return rp, err
 }
 
 var _ pipeline.Stage = (*Guard)(nil).Stage
@@ -75,24 +115,34 @@ func (g *Guard) PolicyFor(target pipeline.Target, principal *pipeline.Principal)
 	return p
 }
 
-func (g *Guard) shape(ctx context.Context, req *pipeline.Request, resp *pipeline.Response) error {
+func (g *Guard) shape(ctx context.Context, req *pipeline.Request, resp *pipeline.Response) (err error) {
 	p := g.PolicyFor(req.Target, pipeline.PrincipalFrom(ctx))
 	mark := g.Marker != nil && req.Target != nil && g.Marker.Marks(req.Target)
 	if p.passThrough() && !mark {
 		return nil
 	}
-	var specs []tensor.Spec
-	if s, ok := req.Target.(outputSpecs); ok {
-		specs = s.Outputs()
+	findLayout := needsLayout(p) || mark
+	var lp Policy
+	if findLayout {
+		var specs []tensor.Spec
+		if s, ok := req.Target.(outputSpecs); ok {
+			specs = s.Outputs()
+		}
+		lp, err = g.resolved(p, specs)
 	}
-	w, err := prepare(p, resp.Outputs, specs, needsLayout(p) || mark)
+	var w *work
+	if err == nil {
+		w, err = prepare(lp, resp.Outputs, findLayout)
+	}
 	if err != nil {
 		return apierr.Wrap(apierr.Internal, fmt.Errorf("output policy: %w", err), "the model's outputs could not be shaped")
 	}
+	defer w.release()
 	marked := false
 	if mark {
 		if labels := w.rowLabels(); labels != nil {
-			answered := append([]int64(nil), labels...)
+			w.answered = append(w.answered[:0], labels...)
+			answered := w.answered
 			g.Marker.Mark(ctx, req.Target, req.Inputs, labels, w.l.classes)
 			for r, c := range labels {
 				if c != answered[r] {

@@ -142,31 +142,51 @@ func find(p Policy, outs []outShape, declared bool) (layout, error) {
 // model's declared outputs when known: a caller who asks for one output by
 // name gets it classified as the model's whole signature would have it.
 func locate(p Policy, outs []tensor.Tensor, specs []tensor.Spec) (layout, error) {
-	if len(specs) > 0 && (p.LabelOutput == "" || p.ScoresOutput == "") {
-		// Resolve the names from the declaration, then find them in the
-		// response by name.
-		var buf [8]outShape // no allocation for the usual few outputs
-		decl := buf[:0]
-		for _, s := range specs {
-			decl = append(decl, outShape{s.Name, s.DType, s.Shape})
-		}
-		dl, err := find(p, decl, true)
-		if err != nil {
-			return dl, err
-		}
-		if dl.label >= 0 {
-			p.LabelOutput = specs[dl.label].Name
-		}
-		if dl.scores >= 0 {
-			p.ScoresOutput = specs[dl.scores].Name
-		}
-		if dl.label < 0 && p.LabelOutput == "" {
-			p.LabelOutput = "\x00none" // no output can have this name
-		}
-		if dl.scores < 0 && p.ScoresOutput == "" {
-			p.ScoresOutput = "\x00none"
-		}
+	p, err := resolve(p, specs)
+	if err != nil {
+		return layout{label: -1, scores: -1}, err
 	}
+	return locateResolved(p, outs)
+}
+
+// resolve returns p with the label and scores outputs named from the
+// model's declared outputs (specs), when it does not name them and specs
+// are known: a response is then searched by name. An output the
+// declaration does not have is named noOutput. Only for locating: the
+// names are not the policy's.
+func resolve(p Policy, specs []tensor.Spec) (Policy, error) {
+	if len(specs) == 0 || (p.LabelOutput != "" && p.ScoresOutput != "") {
+		return p, nil
+	}
+	var buf [8]outShape // no allocation for the usual few outputs
+	decl := buf[:0]
+	for _, s := range specs {
+		decl = append(decl, outShape{s.Name, s.DType, s.Shape})
+	}
+	dl, err := find(p, decl, true)
+	if err != nil {
+		return p, err
+	}
+	if dl.label >= 0 {
+		p.LabelOutput = specs[dl.label].Name
+	}
+	if dl.scores >= 0 {
+		p.ScoresOutput = specs[dl.scores].Name
+	}
+	if dl.label < 0 && p.LabelOutput == "" {
+		p.LabelOutput = noOutput
+	}
+	if dl.scores < 0 && p.ScoresOutput == "" {
+		p.ScoresOutput = noOutput
+	}
+	return p, nil
+}
+
+// noOutput is a name no output can have.
+const noOutput = "\x00none"
+
+// locateResolved is locate for a policy resolve returned.
+func locateResolved(p Policy, outs []tensor.Tensor) (layout, error) {
 	var buf [8]outShape
 	shapes := buf[:0]
 	for i := range outs {
