@@ -192,8 +192,20 @@ const concurrencyRetry = time.Second
 // deny (or the Limiter is not configured), DeadlineExceeded or Canceled if
 // ctx ended; release is then a no-op.
 func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string) (release func(), err error) {
+	return l.admit(ctx, p, model, 0)
+}
+
+// admit is Admit that also charges elements batch elements (Charge) in the
+// same decision, when elements > 0: one round trip to the store, and
+// nothing is counted unless everything passes.
+func (l *Limiter) admit(ctx context.Context, p *pipeline.Principal, model string, elements int64) (release func(), err error) {
 	if l == nil || l.store == nil {
 		return noop, apierr.Wrap(apierr.Unavailable, errNoStore, msgStore)
+	}
+	r := l.rules(model)
+	charge := elements > 0 && r.elements.limited()
+	if charge && elements > r.elements.burst {
+		return noop, elementsOverBurst(elements, r.elements.burst)
 	}
 	id := principalID(p)
 	release = noop
@@ -203,10 +215,12 @@ func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string
 		}
 		release = l.conc.releaser(id)
 	}
-	r := l.rules(model)
 	c := checks{principal: id}
 	if r.requests.limited() {
 		c.addBucket(bucketCheck{kind: kindRequests, group: r.reqGroup, interval: r.requests.interval, tolerance: r.requests.tolerance(), cost: 1})
+	}
+	if charge {
+		c.addBucket(elementsCheck(r, elements))
 	}
 	if p != nil && (p.Scopes.MaxRate > 0 || math.IsNaN(p.Scopes.MaxRate)) {
 		c.addBucket(scopeBucket(p.Scopes.MaxRate, r.requests))
@@ -277,10 +291,10 @@ func (l *Limiter) Charge(ctx context.Context, p *pipeline.Principal, model strin
 		return nil
 	}
 	if elements > r.elements.burst {
-		return apierr.New(apierr.ResourceExhausted, "batch of %d elements exceeds the limit of %d per request", elements, r.elements.burst)
+		return elementsOverBurst(elements, r.elements.burst)
 	}
 	c := checks{principal: principalID(p)}
-	c.addBucket(bucketCheck{kind: kindElements, group: r.elemGroup, interval: r.elements.interval, tolerance: r.elements.tolerance(), cost: elements})
+	c.addBucket(elementsCheck(r, elements))
 	v, err := l.store.take(ctx, c)
 	if err != nil {
 		return l.storeFailed(ctx, err)
@@ -292,6 +306,14 @@ func (l *Limiter) Charge(ctx context.Context, p *pipeline.Principal, model strin
 }
 
 // refusal is the error for a refused decision.
+func elementsCheck(r *modelRules, elements int64) bucketCheck {
+	return bucketCheck{kind: kindElements, group: r.elemGroup, interval: r.elements.interval, tolerance: r.elements.tolerance(), cost: elements}
+}
+
+func elementsOverBurst(elements, burst int64) error {
+	return apierr.New(apierr.ResourceExhausted, "batch of %d elements exceeds the limit of %d per request", elements, burst)
+}
+
 func refusal(c *checks, v verdict) error {
 	msg := msgRate
 	if v.failed < c.nb {
@@ -350,22 +372,19 @@ func (l *Limiter) logStoreFailure(err error) {
 
 // Stage returns the pipeline stage that applies the Limiter to every
 // request: Admit for the principal in the context and the request's
-// model, then Charge for its batch (pipeline.BatchOf), holding the
-// concurrency slot until the rest of the chain returns. It runs after the
-// body is decoded; a transport that calls Admit before reading the body
-// uses ChargeStage instead.
+// model and Charge for its batch (pipeline.BatchOf), decided together (a
+// request refused for its elements does not spend a request token or
+// quota), holding the concurrency slot until the rest of the chain
+// returns. It runs after the body is decoded; a transport that calls
+// Admit before reading the body uses ChargeStage instead.
 func (l *Limiter) Stage() pipeline.Stage {
 	return func(next pipeline.Handler) pipeline.Handler {
 		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
-			p := pipeline.PrincipalFrom(ctx)
-			release, err := l.Admit(ctx, p, req.Model)
+			release, err := l.admit(ctx, pipeline.PrincipalFrom(ctx), req.Model, pipeline.BatchOf(req))
 			if err != nil {
 				return nil, err
 			}
 			defer release()
-			if err := l.Charge(ctx, p, req.Model, pipeline.BatchOf(req)); err != nil {
-				return nil, err
-			}
 			return next.Infer(ctx, req)
 		})
 	}

@@ -172,8 +172,15 @@ func TestLimiterStage(t *testing.T) {
 	}
 	_, err := h.Infer(ctx, req(5)) // 3 elements left
 	wantRefused(t, err, apierr.ResourceExhausted, msgElements, 2*time.Second)
+	// The refused request spent nothing: the burst's second request is
+	// still there, and elements are left for it.
+	if _, err := h.Infer(ctx, req(1)); err != nil {
+		t.Fatalf("second request after a refusal for elements: %v", err)
+	}
 	_, err = h.Infer(ctx, req(1))
 	wantRefused(t, err, apierr.ResourceExhausted, msgRate, time.Second)
+	_, err = h.Infer(ctx, req(9)) // over the element burst: refused before any store
+	wantRefused(t, err, apierr.ResourceExhausted, "batch of 9 elements exceeds the limit of 8 per request", 0)
 }
 
 func tensorOfBatch(batch int64) tensor.Tensor {

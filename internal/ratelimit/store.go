@@ -19,7 +19,7 @@ const (
 )
 
 const (
-	maxBuckets = 2 // a request bucket and the scope bucket, or an elements bucket
+	maxBuckets = 3 // a request bucket, the scope bucket and an elements bucket
 	maxQuotas  = 4 // daily and monthly, for the principal and for the model
 )
 
