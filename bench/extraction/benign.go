@@ -128,6 +128,9 @@ type overheadRun struct {
 	rawP50, rawP99 time.Duration
 	polP50, polP99 time.Duration
 	refused        int
+	// The same requests handed to each server's HTTP handler in process,
+	// without the network: the handler's own time.
+	rawInProc, polInProc time.Duration
 }
 
 // unthrottled raises the per-principal rate limits a policy has to a
@@ -189,5 +192,26 @@ func (b *bench) measureOverhead(p *policy) (*overheadRun, error) {
 	}
 	o.rawP50, o.rawP99 = benchutil.Percentile(lat[0], 0.5), benchutil.Percentile(lat[0], 0.99)
 	o.polP50, o.polP99 = benchutil.Percentile(lat[1], 0.5), benchutil.Percentile(lat[1], 0.99)
+	in := [2][]time.Duration{}
+	for k := range warm + b.opt.overhead {
+		x := b.h.Inputs[k%len(b.h.Inputs)]
+		for j := range 2 {
+			i := (j + k) % 2
+			d, status, err := clients[i].inferInProcess(overheadModel, x)
+			if err != nil {
+				return nil, err
+			}
+			if status != 200 {
+				return nil, fmt.Errorf("%s in process: status %d", ins[i].policy.name, status)
+			}
+			if k >= warm {
+				in[i] = append(in[i], d)
+			}
+		}
+	}
+	for i := range in {
+		slices.Sort(in[i])
+	}
+	o.rawInProc, o.polInProc = benchutil.Percentile(in[0], 0.5), benchutil.Percentile(in[1], 0.5)
 	return o, nil
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -232,4 +234,29 @@ func isFloat(dt string) bool { return dt == "FP32" || dt == "FP64" || dt == "FP1
 // (429) or denied (403) once the principal is known to be allowed.
 func refused(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusForbidden
+}
+
+// inferInProcess hands one single-row request to the server's HTTP handler
+// in this process, without the network, and returns how long the handler
+// took and the status it answered.
+func (c *client) inferInProcess(model string, x []float64) (time.Duration, int, error) {
+	body, err := json.Marshal(map[string]any{"inputs": []restTensor{{
+		Name: "input", Shape: []int64{1, attack.Dim}, Datatype: "FP32", Data: x}}})
+	if err != nil {
+		return 0, 0, err
+	}
+	req := httptest.NewRequest(http.MethodPost, "/v2/models/"+model+"/infer", bytes.NewReader(body))
+	req.RemoteAddr = "127.0.0.1:40000"
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h := c.in.srv.HTTPHandler()
+	var d time.Duration
+	// Labelled for profiles (-cpuprofile: go tool pprof -tagfocus inproc=NAME).
+	pprof.Do(context.Background(), pprof.Labels("inproc", c.in.policy.name), func(context.Context) {
+		start := time.Now()
+		h.ServeHTTP(w, req)
+		d = time.Since(start)
+	})
+	return d, w.Code, nil
 }

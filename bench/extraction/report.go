@@ -157,7 +157,7 @@ func (r *report) notAccepted(b *strings.Builder, cols int) int {
 	return n
 }
 
-func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
 
 func mean(xs []float64) float64 {
 	var s float64

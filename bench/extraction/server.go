@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/aegis-inference/aegis/internal/app"
@@ -188,7 +189,11 @@ func (s *servers) start(p *policy, tune ...func(*config.Config)) (*instance, err
 	if err != nil {
 		return nil, fmt.Errorf("operator key: %w", err)
 	}
-	srv, err := app.New(cfg, s.log)
+	// Every goroutine of the instance carries its policy as a profiler
+	// label (-cpuprofile: go tool pprof -tagfocus policy=NAME).
+	labels := pprof.Labels("policy", p.name)
+	var srv *app.Server
+	pprof.Do(context.Background(), labels, func(context.Context) { srv, err = app.New(cfg, s.log) })
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
 	}
@@ -199,7 +204,9 @@ func (s *servers) start(p *policy, tune ...func(*config.Config)) (*instance, err
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{policy: p, srv: srv, url: "https://" + srv.HTTPAddr(), dir: dir, operator: op,
 		audit: cfg.AuditPath(), client: s.client, servers: s, stateDir: cfg.StateDir, cancel: cancel, done: make(chan error, 1), keep: s.keep}
-	go func() { in.done <- srv.Serve(ctx) }()
+	pprof.Do(ctx, labels, func(ctx context.Context) {
+		go func() { in.done <- srv.Serve(ctx) }()
+	})
 	return in, nil
 }
 

@@ -360,6 +360,10 @@ func (s *Server) AuditStatus() AuditStatus {
 // InFlight returns the number of inference requests in the pipeline.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
+// HTTPHandler is the REST API's handler, for measuring it in process
+// without the network.
+func (s *Server) HTTPHandler() http.Handler { return s.http.Handler }
+
 // HTTPAddr is the bound REST address.
 func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
 
