@@ -22,9 +22,11 @@ type Monitor struct {
 	alerts chan Alert
 	done   chan struct{}
 	wg     sync.WaitGroup
-	pool   sync.Pool // *message
+	stop   chan struct{} // closed by Close: the worker drains the queue and ends
 	closed atomic.Bool
-	// closeMu orders Observe's sends before Close's close of queue.
+	// closeMu orders control requests' sends before Close: they wait for
+	// an answer, so they must not be sent once the worker may be gone.
+	// Observations do not take it (they are not waited for).
 	closeMu sync.RWMutex
 
 	// principals and groups map names to *subject. Written by the worker
@@ -32,10 +34,16 @@ type Monitor struct {
 	principals sync.Map
 	groups     sync.Map
 
+	// The worker updates stats with every observation; the padding keeps
+	// them off the cache lines the request path reads (queue, closed), so
+	// that a request does not wait for the line to come back from the
+	// worker's CPU.
+	_     [128]byte
 	stats struct {
 		observed, dropped, rejected, alertsDropped, untracked, evicted atomic.Uint64
 		subjects                                                       atomic.Int64
 	}
+	_ [128]byte
 
 	// oodKmin[n] is the OOD count that raises the alarm among n queries.
 	oodKmin []int
@@ -99,11 +107,11 @@ func New(cfg Config) (*Monitor, error) {
 		wake:   make(chan struct{}, 1),
 		alerts: make(chan Alert, cfg.AlertBuffer),
 		done:   make(chan struct{}),
+		stop:   make(chan struct{}),
 	}
 	if m.now == nil {
 		m.now = time.Now
 	}
-	m.pool.New = func() any { return &message{x: make([]float32, cfg.Dim)} }
 	m.best = make([]float32, max(cfg.KNN.K, 1))
 	m.key = make([]float32, keyLen(len(cfg.KNN.Axes)))
 	if !cfg.OODRate.Disabled {
@@ -122,7 +130,7 @@ func (m *Monitor) Close() {
 		m.closeMu.Unlock()
 		return
 	}
-	close(m.queue)
+	close(m.stop)
 	m.closeMu.Unlock()
 	m.poke()
 	m.wg.Wait()
@@ -151,23 +159,21 @@ func (m *Monitor) Observe(principal string, groups []string, x []float32, label 
 
 // enqueue queues an observation whose row fill writes.
 func (m *Monitor) enqueue(principal string, groups []string, label int, fill func(x []float32)) {
-	msg := m.pool.Get().(*message)
-	msg.principal = principal
-	msg.groups = append(msg.groups[:0], groups...)
-	fill(msg.x)
-	msg.label = label
-	m.closeMu.RLock()
-	defer m.closeMu.RUnlock()
 	if m.closed.Load() {
 		m.stats.dropped.Add(1)
-		m.pool.Put(msg)
 		return
 	}
+	// A fresh message rather than a recycled one: recycled messages were
+	// last written on the worker's CPU, and taking one back costs the
+	// request more than allocating. The queue is never closed (an
+	// observation that races Close stays in it, unhandled), so the send
+	// needs no lock.
+	msg := &message{principal: principal, groups: slices.Clone(groups), x: make([]float32, m.cfg.Dim), label: label}
+	fill(msg.x)
 	select {
 	case m.queue <- msg:
 	default:
 		m.stats.dropped.Add(1)
-		m.pool.Put(msg)
 	}
 }
 
@@ -262,15 +268,26 @@ func (m *Monitor) run() {
 	drain:
 		for {
 			select {
-			case msg, ok := <-m.queue:
-				if !ok {
-					return
-				}
+			case msg := <-m.queue:
 				m.handle(msg)
 				busy = true
 			default:
 				break drain
 			}
+		}
+		select {
+		case <-m.stop:
+			// Close: handle what was queued before it (every control
+			// request was: see closeMu), then end.
+			for {
+				select {
+				case msg := <-m.queue:
+					m.handle(msg)
+				default:
+					return
+				}
+			}
+		default:
 		}
 		if now := time.Now(); !now.Before(sweep) {
 			m.sweep()
@@ -315,7 +332,6 @@ func (m *Monitor) handle(msg *message) {
 		return
 	}
 	m.process(msg)
-	m.pool.Put(msg)
 }
 
 func (m *Monitor) reset(name string, group bool) {
