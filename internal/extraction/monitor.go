@@ -154,11 +154,12 @@ func (m *Monitor) Observe(principal string, groups []string, x []float32, label 
 		m.stats.rejected.Add(1)
 		return
 	}
-	m.enqueue(principal, groups, label, func(dst []float32) { copy(dst, x) })
+	m.enqueue(principal, groups, true, label, func(dst []float32) { copy(dst, x) })
 }
 
-// enqueue queues an observation whose row fill writes.
-func (m *Monitor) enqueue(principal string, groups []string, label int, fill func(x []float32)) {
+// enqueue queues an observation whose row fill writes; copyGroups says
+// whether groups must be copied.
+func (m *Monitor) enqueue(principal string, groups []string, copyGroups bool, label int, fill func(x []float32)) {
 	if m.closed.Load() {
 		m.stats.dropped.Add(1)
 		return
@@ -168,7 +169,10 @@ func (m *Monitor) enqueue(principal string, groups []string, label int, fill fun
 	// request more than allocating. The queue is never closed (an
 	// observation that races Close stays in it, unhandled), so the send
 	// needs no lock.
-	msg := &message{principal: principal, groups: slices.Clone(groups), x: make([]float32, m.cfg.Dim), label: label}
+	if copyGroups {
+		groups = slices.Clone(groups)
+	}
+	msg := &message{principal: principal, groups: groups, x: make([]float32, m.cfg.Dim), label: label}
 	fill(msg.x)
 	select {
 	case m.queue <- msg:
@@ -181,7 +185,8 @@ func (m *Monitor) enqueue(principal string, groups []string, label int, fill fun
 // ObserveEncoded is ObserveBatch for rows and labels as a model's tensors
 // hold them: rows little-endian FP32 (Dim per row), labels little-endian
 // INT64, one per row. The rows are decoded straight into the queued
-// observations.
+// observations. Unlike Observe's, groups is kept, not copied: the caller
+// must not modify it afterwards.
 func (m *Monitor) ObserveEncoded(principal string, groups []string, rows, labels []byte) {
 	n := len(labels) / 8
 	if len(labels)%8 != 0 || len(rows) != n*m.cfg.Dim*4 {
@@ -191,7 +196,7 @@ func (m *Monitor) ObserveEncoded(principal string, groups []string, rows, labels
 	for r := range n {
 		row := rows[r*m.cfg.Dim*4 : (r+1)*m.cfg.Dim*4]
 		label := int(int64(binary.LittleEndian.Uint64(labels[8*r:])))
-		m.enqueue(principal, groups, label, func(x []float32) {
+		m.enqueue(principal, groups, false, label, func(x []float32) {
 			for i := range x {
 				x[i] = math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))
 			}

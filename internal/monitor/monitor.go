@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,9 @@ type Monitors struct {
 	byM   map[string]*entry                 // under mu
 	live  atomic.Pointer[map[string]*entry] // a copy of byM, for the request path
 	names groupNames
+	// byClient keeps each client address's group keys (clientGroups).
+	byClient sync.Map
+	nclients atomic.Int32
 }
 
 type entry struct {
@@ -224,26 +228,52 @@ func (m *Monitors) observe(ctx context.Context, e *entry, p *pipeline.Principal,
 	if len(in.Data) != len(lab.Data)/8*e.spec.Dim*4 {
 		return
 	}
-	var buf [4]string
-	e.mon.ObserveEncoded(p.ID, m.groups(ctx, p, buf[:0]), in.Data, lab.Data) // copies what it keeps
+	e.mon.ObserveEncoded(p.ID, m.groups(ctx, p), in.Data, lab.Data)
 }
 
-// groups appends the principal's group keys to g.
-func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal, g []string) []string {
+// groups returns the principal's group keys (never modified afterwards:
+// the monitor keeps them). A connection's requests usually come from one
+// principal, so the keys are kept per client address and reused while the
+// principal's groups are the same.
+func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal) []string {
+	client := ""
 	if m.opts.GroupByNetwork {
 		if t := access.TicketFrom(ctx); t != nil {
-			if ap, err := netip.ParseAddrPort(t.Client()); err == nil {
-				g = append(g, m.names.net(extraction.NetPrefix(ap.Addr())))
-			}
+			client = t.Client()
+		}
+	}
+	if v, ok := m.byClient.Load(client); ok {
+		if e := v.(*clientGroups); slices.Equal(e.tenants, p.Groups) {
+			return e.keys
+		}
+	}
+	var keys []string
+	if client != "" {
+		if ap, err := netip.ParseAddrPort(client); err == nil {
+			keys = append(keys, m.names.net(extraction.NetPrefix(ap.Addr())))
 		}
 	}
 	if m.opts.GroupByTenant {
 		for _, name := range p.Groups {
-			g = append(g, m.names.tenant(name))
+			keys = append(keys, m.names.tenant(name))
 		}
 	}
-	return g
+	if m.nclients.Add(1) > maxClients {
+		m.byClient.Clear() // connections come and go: start over
+		m.nclients.Store(1)
+	}
+	m.byClient.Store(client, &clientGroups{tenants: slices.Clone(p.Groups), keys: keys})
+	return keys
 }
+
+// clientGroups is the group keys of a client address's principal.
+type clientGroups struct {
+	tenants []string // the principal's groups the keys were made from
+	keys    []string
+}
+
+// maxClients bounds the client addresses whose group keys are kept.
+const maxClients = 4096
 
 // groupNames keeps the group keys already made, so that the request path
 // does not format them again: the callers of a server come from a few

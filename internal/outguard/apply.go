@@ -61,14 +61,33 @@ type work struct {
 	labelsBuf []int64
 	vals      []float64
 	idx       []int64
-	// slab holds the shaped outputs' data: one allocation per response
-	// for all of them (never reused: the response keeps it).
+	// sh holds a small response's shaped outputs; slab their data. Never
+	// reused: the response keeps them.
+	sh   *shaped
 	slab []byte
+}
+
+// shaped holds what finish makes for a small response, in one
+// allocation: the list of outputs, the top_k outputs' shapes and the data.
+type shaped struct {
+	out    [4]pipeline.OutputTensor
+	shapes [4]int64
+	data   [64]byte
+}
+
+// shapedOf returns w's shaped, allocated on first use.
+func (w *work) shapedOf() *shaped {
+	if w.sh == nil {
+		w.sh = new(shaped)
+		w.slab = w.sh.data[:0]
+	}
+	return w.sh
 }
 
 // buf returns an empty slice with room for n bytes of a shaped output's
 // data, carved from the slab.
 func (w *work) buf(n int) []byte {
+	w.shapedOf()
 	if cap(w.slab)-len(w.slab) < n {
 		w.slab = make([]byte, 0, max(n, 64))
 	}
@@ -189,7 +208,12 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 			reverseSigmoid(w.row(r), tops[r], p.ReverseSigmoid.Beta, p.ReverseSigmoid.Gamma, scratch)
 		}
 	}
-	out := make([]pipeline.OutputTensor, 0, len(w.outs)+1)
+	var out []pipeline.OutputTensor
+	if sh := w.shapedOf(); len(w.outs)+1 <= len(sh.out) {
+		out = sh.out[:0]
+	} else {
+		out = make([]pipeline.OutputTensor, 0, len(w.outs)+1)
+	}
 	for i, o := range w.outs {
 		switch {
 		case i == l.label:
@@ -213,7 +237,7 @@ func (w *work) finish(p Policy) ([]pipeline.OutputTensor, error) {
 						first[r] = -1
 					}
 				}
-				shapes := make([]int64, 4) // both outputs' shapes, in one allocation
+				shapes := w.shapedOf().shapes[:]
 				shapes[0], shapes[1], shapes[2], shapes[3] = int64(rows), int64(k), int64(rows), int64(k)
 				v := tensor.Tensor{Name: TopKValues, DType: o.DType, Shape: shapes[0:2:2]}
 				ix := tensor.Tensor{Name: TopKIndices, DType: tensor.Int64, Shape: shapes[2:4:4]}
