@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,3 +132,88 @@ func TestExtractionMonitoring(t *testing.T) {
 		t.Error("no extraction-alarm event in the audit log")
 	}
 }
+
+// TestExtractionGroupsByNetwork: two keys calling from the same address
+// are one network group, whose history holds both keys' queries, over
+// shared keep-alive connections as over their own.
+func TestExtractionGroupsByNetwork(t *testing.T) {
+	root := servertest.RepoRoot(t)
+	repo := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
+	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte(fmt.Sprintf(
+		"extraction:\n  input: input\n  label_output: label\n  reference: %s\n",
+		filepath.Join(root, "testdata", "extraction", "digits-reference.json"))))
+	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg.Extraction.GroupByNetwork = true
+	keys := []string{
+		"Bearer " + servertest.CreateKey(t, cfg, "one", []string{"scorer"}, pipeline.Scopes{}, 0),
+		"Bearer " + servertest.CreateKey(t, cfg, "two", []string{"scorer"}, pipeline.Scopes{}, 0),
+	}
+	operator := "Bearer " + servertest.CreateKey(t, cfg, "operator", []string{"operator"}, pipeline.Scopes{}, 0)
+	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
+	shared := a.httpClient(t, nil)
+	own := []*http.Client{a.httpClient(t, nil), a.httpClient(t, nil)}
+	infer := servertest.Path("digits", "")
+	var held struct {
+		Inputs [][]float64 `json:"inputs"`
+	}
+	hb, err := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
+	if err != nil || json.Unmarshal(hb, &held) != nil {
+		t.Fatal("held-out digits", err)
+	}
+	row := func(i int) []byte { // natural digits: nothing to alarm on
+		s := make([]string, 64)
+		for j, v := range held.Inputs[i] {
+			s[j] = fmt.Sprint(v)
+		}
+		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
+	}
+	for i := range 40 {
+		hc := shared // alternate keys on one connection, then each on its own
+		if i >= 20 {
+			hc = own[i%2]
+		}
+		if o := a.rest(t, hc, "POST", infer, keys[i%2], row(i)); o.status != 200 {
+			t.Fatalf("query %d: %+v", i, o)
+		}
+	}
+	o := a.rest(t, shared, "GET", "/admin/v1/extraction/status", operator, nil)
+	if o.status != 200 {
+		t.Fatalf("extraction status: %+v", o)
+	}
+	var st struct {
+		Models []struct {
+			Subjects []struct {
+				Subject string
+				Group   bool
+				Groups  []string
+				Queries int
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(o.msg), &st); err != nil || len(st.Models) != 1 {
+		t.Fatalf("status %s: %v", o.msg, err)
+	}
+	const net = "net:127.0.0.0/24"
+	found := map[string]int{}
+	for _, s := range st.Models[0].Subjects {
+		found[s.Subject] = s.Queries
+		if !s.Group && !slices.Equal(s.Groups, []string{net}) {
+			t.Errorf("%s is in groups %v, want [%s]", s.Subject, s.Groups, net)
+		}
+	}
+	if found[net] != 40 {
+		t.Errorf("group %s saw %d queries, want 40 (both keys'); subjects %v", net, found[net], found)
+	}
+	for _, k := range keys {
+		id := "key:" + strings.Split(strings.TrimPrefix(k, "Bearer "), "_")[1]
+		if found[id] != 20 {
+			t.Errorf("%s: %d queries, want 20", id, found[id])
+		}
+	}
+}
+
