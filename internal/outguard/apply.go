@@ -408,6 +408,19 @@ func topKInto(vals []float64, idx []int64, v []float64, cols, k int) ([]float64,
 	}
 	vals = slices.Grow(vals[:0], rows*k)
 	idx = slices.Grow(idx[:0], rows*k)
+	if k == 1 {
+		// The top of each row: its first maximum, NaNs last.
+		for r := range rows {
+			row := v[r*cols : (r+1)*cols]
+			best := argmax(row)
+			if best < 0 {
+				best = 0 // all NaN: the first
+			}
+			vals = append(vals, row[best])
+			idx = append(idx, int64(best))
+		}
+		return vals, idx
+	}
 	// before reports whether element a of row ranks before element b.
 	before := func(row []float64, a, b int) bool {
 		x, y := row[a], row[b]
