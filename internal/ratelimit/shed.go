@@ -177,14 +177,15 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 		return func() {}, errNoShedder
 	}
 	s.mu.Lock()
-	if s.target > 0 && !arrived.IsZero() && s.tooLate(arrived) {
+	now := s.now() // under the lock: tooLate's ticks need times in order
+	if s.target > 0 && !arrived.IsZero() && s.tooLate(arrived, now) {
 		s.mu.Unlock()
 		return func() {}, s.overloaded()
 	}
 	if s.inFlight < s.maxInFlight {
 		s.inFlight++
 		s.mu.Unlock()
-		return s.releaser(s.now()), nil
+		return s.releaser(now), nil
 	}
 	if s.maxQueue == 0 {
 		s.congested(s.now())
@@ -253,12 +254,11 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 // Once overloaded, the late are refused, and so is a fraction (drop) of
 // those in time: refusing only the late keeps the CPU busy to the brim
 // (refusals cost too), and a runtime that never runs out of work polls
-// the network only every 10ms, so every arrival waits. drop rises by an
-// eighth of what is left every tick (Interval/5) that refused a late
-// request and falls by 1/64 every tick that did not, until the CPU has
+// the network only every 10ms, so every arrival waits. drop rises by
+// 1/16 of what is left every tick (Interval/5) that refused a late
+// request and falls by 1/32 every tick that did not, until the CPU has
 // slack and arrivals reach the gate in time again.
-func (s *Shedder) tooLate(arrived time.Time) bool {
-	now := s.now()
+func (s *Shedder) tooLate(arrived, now time.Time) bool {
 	if tick := s.interval / 5; now.Sub(s.tickStart) >= tick {
 		if s.tickLate {
 			s.drop += (1 - s.drop) / 16
