@@ -216,4 +216,3 @@ func TestExtractionGroupsByNetwork(t *testing.T) {
 		}
 	}
 }
-
