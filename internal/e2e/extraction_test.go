@@ -22,17 +22,7 @@ import (
 // principal replaying natural held-out digits is never flagged; the admin
 // API shows the alarm.
 func TestExtractionMonitoring(t *testing.T) {
-	root := servertest.RepoRoot(t)
-	repo := t.TempDir()
-	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
-	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte(fmt.Sprintf(
-		"extraction:\n  input: input\n  label_output: label\n  reference: %s\n",
-		filepath.Join(root, "testdata", "extraction", "digits-reference.json"))))
-	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg, sec := servertest.SecureConfig(t, monitoredDigits(t), accessPolicy)
 	cfg.Extraction.GroupByNetwork = false // attacker and benign client share 127.0.0.1 here
 	attacker := "Bearer " + servertest.CreateKey(t, cfg, "attacker", []string{"scorer"}, pipeline.Scopes{}, 0)
 	benign := "Bearer " + servertest.CreateKey(t, cfg, "benign", []string{"scorer"}, pipeline.Scopes{}, 0)
@@ -41,23 +31,10 @@ func TestExtractionMonitoring(t *testing.T) {
 	hc := a.httpClient(t, nil)
 	infer := servertest.Path("digits", "")
 
-	var held struct {
-		Inputs [][]float64 `json:"inputs"`
-	}
-	hb, err := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
-	if err != nil || json.Unmarshal(hb, &held) != nil {
-		t.Fatal("held-out digits", err)
-	}
-	body := func(row []float64) []byte {
-		s := make([]string, len(row))
-		for i, v := range row {
-			s[i] = fmt.Sprint(v)
-		}
-		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
-	}
+	held := heldoutDigits(t)
 	// Benign traffic first, then the attack, then benign traffic again.
 	for i := 0; i < 100; i++ {
-		if o := a.rest(t, hc, "POST", infer, benign, body(held.Inputs[i])); o.status != 200 {
+		if o := a.rest(t, hc, "POST", infer, benign, digitsRow(held[i])); o.status != 200 {
 			t.Fatalf("benign query %d: %+v", i, o)
 		}
 	}
@@ -68,7 +45,7 @@ func TestExtractionMonitoring(t *testing.T) {
 		for i := range row {
 			row[i] = float64(rng.IntN(17))
 		}
-		o := a.rest(t, hc, "POST", infer, attacker, body(row))
+		o := a.rest(t, hc, "POST", infer, attacker, digitsRow(row))
 		switch o.status {
 		case 200:
 		case 429:
@@ -82,34 +59,15 @@ func TestExtractionMonitoring(t *testing.T) {
 	}
 	t.Logf("attacker throttled at query %d", throttledAt)
 	for i := 100; i < 200; i++ {
-		if o := a.rest(t, hc, "POST", infer, benign, body(held.Inputs[i])); o.status != 200 {
+		if o := a.rest(t, hc, "POST", infer, benign, digitsRow(held[i])); o.status != 200 {
 			t.Fatalf("benign query %d after the attack: %+v", i, o)
 		}
 	}
-	o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", operator, nil)
-	if o.status != 200 {
-		t.Fatalf("extraction status: %+v", o)
-	}
-	var st struct {
-		Models []struct {
-			Model  string
-			Alerts []struct {
-				Subject string
-				Action  string
-			}
-			Subjects []struct {
-				Subject string
-				Risk    float64
-			}
-		}
-	}
-	if err := json.Unmarshal([]byte(o.msg), &st); err != nil || len(st.Models) != 1 {
-		t.Fatalf("status %s: %v", o.msg, err)
-	}
+	st := extractionStatus(t, a, hc, operator)
 	attackerID := "key:" + strings.Split(strings.TrimPrefix(attacker, "Bearer "), "_")[1]
 	benignID := "key:" + strings.Split(strings.TrimPrefix(benign, "Bearer "), "_")[1]
 	alarmed := map[string]bool{}
-	for _, al := range st.Models[0].Alerts {
+	for _, al := range st.Alerts {
 		alarmed[al.Subject] = true
 	}
 	if !alarmed[attackerID] || alarmed[benignID] {
@@ -137,17 +95,7 @@ func TestExtractionMonitoring(t *testing.T) {
 // are one network group, whose history holds both keys' queries, over
 // shared keep-alive connections as over their own.
 func TestExtractionGroupsByNetwork(t *testing.T) {
-	root := servertest.RepoRoot(t)
-	repo := t.TempDir()
-	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
-	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte(fmt.Sprintf(
-		"extraction:\n  input: input\n  label_output: label\n  reference: %s\n",
-		filepath.Join(root, "testdata", "extraction", "digits-reference.json"))))
-	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg, sec := servertest.SecureConfig(t, monitoredDigits(t), accessPolicy)
 	cfg.Extraction.GroupByNetwork = true
 	keys := []string{
 		"Bearer " + servertest.CreateKey(t, cfg, "one", []string{"scorer"}, pipeline.Scopes{}, 0),
@@ -158,49 +106,20 @@ func TestExtractionGroupsByNetwork(t *testing.T) {
 	shared := a.httpClient(t, nil)
 	own := []*http.Client{a.httpClient(t, nil), a.httpClient(t, nil)}
 	infer := servertest.Path("digits", "")
-	var held struct {
-		Inputs [][]float64 `json:"inputs"`
-	}
-	hb, err := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
-	if err != nil || json.Unmarshal(hb, &held) != nil {
-		t.Fatal("held-out digits", err)
-	}
-	row := func(i int) []byte { // natural digits: nothing to alarm on
-		s := make([]string, 64)
-		for j, v := range held.Inputs[i] {
-			s[j] = fmt.Sprint(v)
-		}
-		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
-	}
+	held := heldoutDigits(t) // natural digits: nothing to alarm on
 	for i := range 40 {
 		hc := shared // alternate keys on one connection, then each on its own
 		if i >= 20 {
 			hc = own[i%2]
 		}
-		if o := a.rest(t, hc, "POST", infer, keys[i%2], row(i)); o.status != 200 {
+		if o := a.rest(t, hc, "POST", infer, keys[i%2], digitsRow(held[i])); o.status != 200 {
 			t.Fatalf("query %d: %+v", i, o)
 		}
 	}
-	o := a.rest(t, shared, "GET", "/admin/v1/extraction/status", operator, nil)
-	if o.status != 200 {
-		t.Fatalf("extraction status: %+v", o)
-	}
-	var st struct {
-		Models []struct {
-			Subjects []struct {
-				Subject string
-				Group   bool
-				Groups  []string
-				Queries int
-			}
-		}
-	}
-	if err := json.Unmarshal([]byte(o.msg), &st); err != nil || len(st.Models) != 1 {
-		t.Fatalf("status %s: %v", o.msg, err)
-	}
+	st := extractionStatus(t, a, shared, operator)
 	const net = "net:127.0.0.0/24"
 	found := map[string]int{}
-	for _, s := range st.Models[0].Subjects {
+	for _, s := range st.Subjects {
 		found[s.Subject] = s.Queries
 		if !s.Group && !slices.Equal(s.Groups, []string{net}) {
 			t.Errorf("%s is in groups %v, want [%s]", s.Subject, s.Groups, net)
@@ -215,4 +134,77 @@ func TestExtractionGroupsByNetwork(t *testing.T) {
 			t.Errorf("%s: %d queries, want 20", id, found[id])
 		}
 	}
+}
+
+// digitsRepo returns a model repository holding the digits MLP as model
+// "digits", with config as its config.yaml.
+func digitsRepo(t *testing.T, config string) string {
+	t.Helper()
+	repo := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(servertest.RepoRoot(t), "testdata", "models", "digits_mlp", "1", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
+	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte(config))
+	return repo
+}
+
+// monitoredDigits is digitsRepo with extraction monitoring on the model.
+func monitoredDigits(t *testing.T) string {
+	return digitsRepo(t, fmt.Sprintf("extraction:\n  input: input\n  label_output: label\n  reference: %s\n",
+		filepath.Join(servertest.RepoRoot(t), "testdata", "extraction", "digits-reference.json")))
+}
+
+// heldoutDigits returns the held-out digits (64 features each).
+func heldoutDigits(t *testing.T) [][]float64 {
+	t.Helper()
+	var held struct {
+		Inputs [][]float64 `json:"inputs"`
+	}
+	hb, err := os.ReadFile(filepath.Join(servertest.RepoRoot(t), "testdata", "digits", "heldout.json"))
+	if err != nil || json.Unmarshal(hb, &held) != nil {
+		t.Fatal("held-out digits", err)
+	}
+	return held.Inputs
+}
+
+// digitsRow is an inference request for one digit, as JSON.
+func digitsRow(row []float64) []byte {
+	s := make([]string, len(row))
+	for i, v := range row {
+		s[i] = fmt.Sprint(v)
+	}
+	return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
+}
+
+// modelStatus is one model's part of GET /admin/v1/extraction/status.
+type modelStatus struct {
+	Model  string
+	Alerts []struct {
+		Subject string
+		Action  string
+	}
+	Subjects []struct {
+		Subject string
+		Group   bool
+		Groups  []string
+		Queries int
+		Risk    float64
+	}
+}
+
+// extractionStatus asks the admin API for the monitoring status, which
+// must cover one model, and returns that model's.
+func extractionStatus(t *testing.T, a *accessServer, hc *http.Client, operator string) modelStatus {
+	t.Helper()
+	o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", operator, nil)
+	if o.status != 200 {
+		t.Fatalf("extraction status: %+v", o)
+	}
+	var st struct{ Models []modelStatus }
+	if err := json.Unmarshal([]byte(o.msg), &st); err != nil || len(st.Models) != 1 {
+		t.Fatalf("status %s: %v", o.msg, err)
+	}
+	return st.Models[0]
 }

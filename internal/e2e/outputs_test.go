@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,15 +20,7 @@ import (
 // and a fraction of answers near the configured rate is marked and
 // recorded for the principal, stably for repeated inputs.
 func TestOutputHardeningAndWatermark(t *testing.T) {
-	root := servertest.RepoRoot(t)
-	repo := t.TempDir()
-	b, err := os.ReadFile(filepath.Join(root, "testdata", "models", "digits_mlp", "1", "model.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(repo, "digits", "1", "model.onnx"), b)
-	writeFile(t, filepath.Join(repo, "digits", "config.yaml"), []byte("outguard: {}\nwatermark: {rate: 0.05}\n"))
-	cfg, sec := servertest.SecureConfig(t, repo, accessPolicy)
+	cfg, sec := servertest.SecureConfig(t, digitsRepo(t, "outguard: {}\nwatermark: {rate: 0.05}\n"), accessPolicy)
 	cfg.RateLimit.Requests.PerSecond = 0
 	key := servertest.CreateKey(t, cfg, "scorer", []string{"scorer"}, pipeline.Scopes{}, 0)
 	labelOnly := servertest.CreateKey(t, cfg, "labels", []string{"scorer"}, pipeline.Scopes{OutputDetail: pipeline.OutputLabel}, 0)
@@ -42,16 +33,9 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 		Inputs [][]float64 `json:"inputs"`
 		Labels []int64     `json:"labels"`
 	}
-	hb, _ := os.ReadFile(filepath.Join(root, "testdata", "digits", "heldout.json"))
+	hb, _ := os.ReadFile(filepath.Join(servertest.RepoRoot(t), "testdata", "digits", "heldout.json"))
 	if err := json.Unmarshal(hb, &held); err != nil {
 		t.Fatal(err)
-	}
-	body := func(row []float64) []byte {
-		s := make([]string, len(row))
-		for i, v := range row {
-			s[i] = fmt.Sprint(v)
-		}
-		return []byte(`{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[` + strings.Join(s, ",") + `]}]}`)
 	}
 	type resp struct {
 		Outputs []struct {
@@ -71,7 +55,7 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 		}
 		return strings.Join(n, ",")
 	}
-	o := a.rest(t, hc, "POST", infer, "Bearer "+key, body(held.Inputs[0]))
+	o := a.rest(t, hc, "POST", infer, "Bearer "+key, digitsRow(held.Inputs[0]))
 	if o.status != 200 || names(o) != "label,topk_values,topk_indices" && names(o) != "label,topk_indices,topk_values" {
 		t.Fatalf("hardened answer: %d %s", o.status, o.msg)
 	}
@@ -79,18 +63,18 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 		t.Error("full probabilities served under the hardened policy")
 	}
 	// Asking for the probabilities by name does not get them.
-	asked := strings.Replace(string(body(held.Inputs[0])), `]}]}`, `]}],"outputs":[{"name":"probabilities"}]}`, 1)
+	asked := strings.Replace(string(digitsRow(held.Inputs[0])), `]}]}`, `]}],"outputs":[{"name":"probabilities"}]}`, 1)
 	if o := a.rest(t, hc, "POST", infer, "Bearer "+key, []byte(asked)); strings.Contains(o.msg, `"probabilities"`) && !strings.Contains(o.msg, "error") {
 		t.Errorf("requested probabilities served: %s", o.msg)
 	}
-	if o := a.rest(t, hc, "POST", infer, "Bearer "+labelOnly, body(held.Inputs[0])); o.status != 200 || names(o) != "label" {
+	if o := a.rest(t, hc, "POST", infer, "Bearer "+labelOnly, digitsRow(held.Inputs[0])); o.status != 200 || names(o) != "label" {
 		t.Errorf("label-only credential: %d %s", o.status, o.msg)
 	}
 	// Every held-out digit, twice: the answers must repeat exactly.
 	first := map[int]string{}
 	for round := 0; round < 2; round++ {
 		for i, row := range held.Inputs {
-			o := a.rest(t, hc, "POST", infer, "Bearer "+key, body(row))
+			o := a.rest(t, hc, "POST", infer, "Bearer "+key, digitsRow(row))
 			if o.status != 200 {
 				t.Fatalf("query %d: %+v", i, o)
 			}
