@@ -181,7 +181,6 @@ func (m *Monitor) enqueue(principal string, groups []string, copyGroups bool, la
 	}
 }
 
-// ObserveBatch records a batch: inputs holds len(labels) rows of Dim
 // ObserveEncoded is ObserveBatch for rows and labels as a model's tensors
 // hold them: rows little-endian FP32 (Dim per row), labels little-endian
 // INT64, one per row. The rows are decoded straight into the queued
@@ -204,6 +203,7 @@ func (m *Monitor) ObserveEncoded(principal string, groups []string, rows, labels
 	}
 }
 
+// ObserveBatch records a batch: inputs holds len(labels) rows of Dim
 // features, row i predicted as labels[i].
 func (m *Monitor) ObserveBatch(principal string, groups []string, inputs []float32, labels []int) {
 	if len(inputs) != len(labels)*m.cfg.Dim {

@@ -182,18 +182,8 @@ func (m *Monitor) Stats() Stats {
 // /24 of an IPv4 address or the /48 of an IPv6 one, so that principals
 // calling from one network are also watched together.
 func NetGroup(addr netip.Addr) string {
-	p := NetPrefix(addr)
-	if !p.IsValid() {
-		return "net:invalid"
-	}
-	return NetGroupOf(p)
-}
-
-// NetPrefix is the network NetGroup groups addr by (its /24, or /48 for
-// IPv6); the zero Prefix for an invalid address.
-func NetPrefix(addr netip.Addr) netip.Prefix {
 	if !addr.IsValid() {
-		return netip.Prefix{}
+		return "net:invalid"
 	}
 	addr = addr.Unmap()
 	bits := 48
@@ -202,13 +192,10 @@ func NetPrefix(addr netip.Addr) netip.Prefix {
 	}
 	p, err := addr.Prefix(bits)
 	if err != nil {
-		return netip.Prefix{}
+		return "net:invalid"
 	}
-	return p
+	return "net:" + p.String()
 }
-
-// NetGroupOf is the group key of network p (a NetPrefix).
-func NetGroupOf(p netip.Prefix) string { return "net:" + p.String() }
 
 // TenantGroup is the group key of a tenant: "tenant:" and its name.
 func TenantGroup(tenant string) string { return "tenant:" + tenant }

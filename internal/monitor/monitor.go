@@ -41,11 +41,10 @@ type Options struct {
 
 // Monitors holds the per-model monitors.
 type Monitors struct {
-	opts  Options
-	mu    sync.Mutex
-	byM   map[string]*entry                 // under mu
-	live  atomic.Pointer[map[string]*entry] // a copy of byM, for the request path
-	names groupNames
+	opts Options
+	mu   sync.Mutex
+	byM  map[string]*entry                 // under mu
+	live atomic.Pointer[map[string]*entry] // a copy of byM, for the request path
 	// byClient keeps each client address's group keys (clientGroups).
 	byClient sync.Map
 	nclients atomic.Int32
@@ -250,12 +249,12 @@ func (m *Monitors) groups(ctx context.Context, p *pipeline.Principal) []string {
 	var keys []string
 	if client != "" {
 		if ap, err := netip.ParseAddrPort(client); err == nil {
-			keys = append(keys, m.names.net(extraction.NetPrefix(ap.Addr())))
+			keys = append(keys, extraction.NetGroup(ap.Addr()))
 		}
 	}
 	if m.opts.GroupByTenant {
 		for _, name := range p.Groups {
-			keys = append(keys, m.names.tenant(name))
+			keys = append(keys, extraction.TenantGroup(name))
 		}
 	}
 	if m.nclients.Add(1) > maxClients {
@@ -274,46 +273,6 @@ type clientGroups struct {
 
 // maxClients bounds the client addresses whose group keys are kept.
 const maxClients = 4096
-
-// groupNames keeps the group keys already made, so that the request path
-// does not format them again: the callers of a server come from a few
-// networks and tenants. It keeps at most maxNames of each kind; beyond
-// that keys are made per request.
-type groupNames struct {
-	nets, tenants sync.Map // netip.Prefix or tenant name → key
-	n, t          atomic.Int32
-}
-
-const maxNames = 4096
-
-func (c *groupNames) net(p netip.Prefix) string {
-	if v, ok := c.nets.Load(p); ok {
-		return v.(string)
-	}
-	if !p.IsValid() {
-		return "net:invalid"
-	}
-	key := extraction.NetGroupOf(p)
-	if c.n.Load() < maxNames {
-		if _, loaded := c.nets.LoadOrStore(p, key); !loaded {
-			c.n.Add(1)
-		}
-	}
-	return key
-}
-
-func (c *groupNames) tenant(name string) string {
-	if v, ok := c.tenants.Load(name); ok {
-		return v.(string)
-	}
-	key := extraction.TenantGroup(name)
-	if c.t.Load() < maxNames {
-		if _, loaded := c.tenants.LoadOrStore(name, key); !loaded {
-			c.t.Add(1)
-		}
-	}
-	return key
-}
 
 // keepLabelOnly drops every output but the predicted label.
 func keepLabelOnly(resp *pipeline.Response, label string) {
