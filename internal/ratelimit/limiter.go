@@ -305,15 +305,17 @@ func (l *Limiter) Charge(ctx context.Context, p *pipeline.Principal, model strin
 	return nil
 }
 
-// refusal is the error for a refused decision.
+// elementsCheck asks the element bucket of r for elements.
 func elementsCheck(r *modelRules, elements int64) bucketCheck {
 	return bucketCheck{kind: kindElements, group: r.elemGroup, interval: r.elements.interval, tolerance: r.elements.tolerance(), cost: elements}
 }
 
+// elementsOverBurst is the refusal of a batch that can never pass.
 func elementsOverBurst(elements, burst int64) error {
 	return apierr.New(apierr.ResourceExhausted, "batch of %d elements exceeds the limit of %d per request", elements, burst)
 }
 
+// refusal is the error for a refused decision.
 func refusal(c *checks, v verdict) error {
 	msg := msgRate
 	if v.failed < c.nb {
