@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 	"github.com/aegis-inference/aegis/internal/app"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
@@ -133,13 +133,8 @@ func runChild() error {
 	})
 	fmt.Printf("%s\n", line)
 
-	stdinClosed := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, bufio.NewReader(os.Stdin))
-		close(stdinClosed)
-	}()
 	select {
-	case <-stdinClosed:
+	case <-benchutil.StdinClosed():
 	case <-time.After(childTTL):
 		log.Warn("benchmark server process reached its time limit")
 	case err := <-served:

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -112,8 +110,7 @@ type bench struct {
 	opt      options
 	sessions map[string]*onnx.Session
 	work     []*workload
-	child    *exec.Cmd
-	stdin    io.WriteCloser
+	child    *benchutil.Child
 	addrs    addrs
 	ctl      *http.Client
 }
@@ -161,7 +158,7 @@ func run(opt options) (*report, error) {
 
 	for _, w := range b.work {
 		for _, clients := range opt.clients {
-			snap := takeCPUSnap(b.child.Process.Pid)
+			snap := benchutil.TakeCPUSnap(b.child.Pid())
 			cells := make([]*cell, numPaths)
 			for p := range numPaths {
 				cells[p] = &cell{model: w.model.name, batch: w.batch, clients: clients, path: p}
@@ -181,7 +178,7 @@ func run(opt options) (*report, error) {
 					cells[p].samples = append(cells[p].samples, s)
 				}
 			}
-			others := snap.othersSince(takeCPUSnap(b.child.Process.Pid))
+			others := snap.OthersSince(benchutil.TakeCPUSnap(b.child.Pid()))
 			b.logf("%-6s batch %-3d clients %d: bare p50 %v, aegis grpc p50 %v, rest-json p50 %v; other load %.2f CPUs (%.0fs)",
 				w.model.name, w.batch, clients, median(cells[pathBare], p50), median(cells[pathAegisGRPC], p50),
 				median(cells[pathAegisJSON], p50), others, time.Since(start).Seconds())

@@ -1,26 +1,22 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 	"github.com/aegis-inference/aegis/internal/oip/pb"
 )
 
@@ -45,74 +41,26 @@ func (b *bench) copyModels(repo string) error {
 
 // startChild starts the server process and waits for its addresses.
 func (b *bench) startChild(repo string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envChild+"=1", envRepo+"="+repo, envLib+"="+b.opt.lib)
+	env := []string{envChild + "=1", envRepo + "=" + repo, envLib + "=" + b.opt.lib}
 	if b.opt.pin {
-		cmd.Env = append(cmd.Env, envCPU+"=1")
+		env = append(env, envCPU+"=1")
 	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	child, err := benchutil.StartChild(env, `{"aegis_http"`, &b.addrs)
 	if err != nil {
 		return err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start server process: %w", err)
-	}
-	b.child, b.stdin = cmd, stdin
-	got := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		found := false
-		for sc.Scan() {
-			line := sc.Bytes()
-			if !found && bytes.HasPrefix(line, []byte(`{"aegis_http"`)) {
-				found = true
-				got <- json.Unmarshal(line, &b.addrs)
-			}
-		}
-		if !found {
-			got <- errors.New("server process exited before it listened")
-		}
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			b.stopChild()
-			return err
-		}
-	case <-time.After(2 * time.Minute):
-		b.stopChild()
-		return errors.New("server process did not listen within 2 minutes")
-	}
+	b.child = child
 	b.logf("server process %d: aegis http %s grpc %s, floor http %s grpc %s",
-		cmd.Process.Pid, b.addrs.AegisHTTP, b.addrs.AegisGRPC, b.addrs.FloorHTTP, b.addrs.FloorGRPC)
+		child.Pid(), b.addrs.AegisHTTP, b.addrs.AegisGRPC, b.addrs.FloorHTTP, b.addrs.FloorGRPC)
 	return nil
 }
 
-// stopChild closes the server process's stdin, which makes it shut down,
-// and kills it (by its handle) if it has not exited within 30 seconds.
+// stopChild stops the server process (benchutil.Child.Stop).
 func (b *bench) stopChild() {
-	if b.child == nil {
-		return
+	if b.child != nil {
+		b.child.Stop()
+		b.child = nil
 	}
-	b.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- b.child.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		b.child.Process.Kill()
-		<-done
-	}
-	b.child = nil
 }
 
 // control posts to the server process's control listener.
