@@ -43,8 +43,9 @@ type Options struct {
 type Monitors struct {
 	opts Options
 	mu   sync.Mutex
-	byM  map[string]*entry                 // under mu
-	live atomic.Pointer[map[string]*entry] // a copy of byM, for the request path
+	// byM maps models to their monitors. Read without a lock (the
+	// request path); replaced, never modified, under mu.
+	byM atomic.Pointer[map[string]*entry]
 	// byClient keeps each client address's group keys (clientGroups).
 	byClient sync.Map
 	nclients atomic.Int32
@@ -71,30 +72,20 @@ func New(opts Options) *Monitors {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Monitors{opts: opts, byM: map[string]*entry{}}
+	m := &Monitors{opts: opts}
+	m.byM.Store(&map[string]*entry{})
+	return m
 }
 
-func (m *Monitors) get(model string) *entry {
-	if live := m.live.Load(); live != nil {
-		return (*live)[model]
-	}
-	return nil
-}
+func (m *Monitors) get(model string) *entry { return (*m.byM.Load())[model] }
 
-// publish makes byM the request path's copy; under mu.
-func (m *Monitors) publish() {
-	live := maps.Clone(m.byM)
-	m.live.Store(&live)
-}
-
-// monitorFor returns model's monitor, creating it from spec.
 func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*entry, error) {
 	if e := m.get(model); e != nil {
 		return e, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e := m.byM[model]; e != nil {
+	if e := m.get(model); e != nil {
 		return e, nil
 	}
 	ref := make([][]float64, len(spec.Reference))
@@ -138,8 +129,9 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 			}
 		}
 	}()
-	m.byM[model] = e
-	m.publish()
+	next := maps.Clone(*m.byM.Load())
+	next[model] = e
+	m.byM.Store(&next)
 	m.opts.Logger.Info("extraction monitoring on", "model", model, "features", spec.Dim, "reference_rows", len(spec.Reference),
 		"knn_threshold", cfg.KNN.Threshold)
 	return e, nil
@@ -149,12 +141,11 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 func (m *Monitors) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, e := range m.byM {
+	for _, e := range *m.byM.Load() {
 		e.mon.Close()
 		<-e.done
 	}
-	m.byM = map[string]*entry{}
-	m.publish()
+	m.byM.Store(&map[string]*entry{})
 }
 
 // Errors for refused principals; messages say nothing of the detectors.
@@ -306,7 +297,7 @@ func (m *Monitors) Status() map[string][]ModelStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := []ModelStatus{}
-	for name, e := range m.byM {
+	for name, e := range *m.byM.Load() {
 		e.mon.Flush()
 		e.mu.Lock()
 		alerts := append([]extraction.Alert{}, e.alerts...)
