@@ -61,8 +61,9 @@ type work struct {
 	labelsBuf []int64
 	vals      []float64
 	idx       []int64
-	// sh holds a small response's shaped outputs; slab their data. Never
-	// reused: the response keeps them.
+	// sh holds a small response's shaped outputs; slab their data. The
+	// response keeps them: Guard hands sh back to its pool when the
+	// response is released (shaped.attach), Apply never does.
 	sh   *shaped
 	slab []byte
 }
@@ -73,15 +74,42 @@ type shaped struct {
 	out    [4]pipeline.OutputTensor
 	shapes [4]int64
 	data   [64]byte
+	// prev is the response's release function before attach; free is
+	// sh.release, bound once so that attaching allocates nothing.
+	prev, free func()
 }
 
-// shapedOf returns w's shaped, allocated on first use.
+var shapedPool sync.Pool // of *shaped
+
+// shapedOf returns w's shaped, taken on first use.
 func (w *work) shapedOf() *shaped {
 	if w.sh == nil {
-		w.sh = new(shaped)
+		w.sh, _ = shapedPool.Get().(*shaped)
+		if w.sh == nil {
+			w.sh = new(shaped)
+			w.sh.free = w.sh.release
+		}
 		w.slab = w.sh.data[:0]
 	}
 	return w.sh
+}
+
+// attach makes resp's release also give sh back to the pool, once the
+// transport has encoded the outputs sh holds.
+func (sh *shaped) attach(resp *pipeline.Response) {
+	sh.prev = resp.Releaser()
+	resp.SetRelease(sh.free)
+}
+
+// release gives sh back to the pool, then calls the response's previous
+// release function.
+func (sh *shaped) release() {
+	prev := sh.prev
+	sh.out, sh.prev = [4]pipeline.OutputTensor{}, nil
+	shapedPool.Put(sh)
+	if prev != nil {
+		prev()
+	}
 }
 
 // buf returns an empty slice with room for n bytes of a shaped output's
@@ -533,29 +561,31 @@ func softmaxRows(v []float64, cols int) {
 // places, and a tie is broken in the top class's favour. Rows with
 // non-finite values are left as they are. scratch (len(row) long) keeps
 // the row in case it must be restored.
+//
+// s(γ·logit(y)) is computed by squashRow as 1/(1 + 2^(−γ·log2(y/(1−y))))
+// with the table-and-polynomial log2 and exp2 of fastmath.go, not
+// math.Log and math.Exp, which were most of the cost. Their relative
+// errors (below 1e-13 and 2e-14) move s by under 1e-13, so y' stays
+// within about 1e-13 of the exact formula (the tests require 1e-9 and
+// see under 1e-15), far below FP32 resolution. y ≤ 0 gives s = 0 and
+// y ≥ 1 gives s = 1; a power that overflows (underflows) gives s = 0
+// (1), as in the exact formula. Subnormal y are handled correctly, which
+// math.Log on amd64 is not (golang.org/issue/56600).
 func reverseSigmoid(row []float64, top int, beta, gamma float64, scratch []float64) {
 	if top < 0 || top >= len(row) {
 		return
 	}
-	for _, x := range row {
+	orig := scratch[:len(row)]
+	for i, x := range row { // copied to orig as it is checked
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return
 		}
+		orig[i] = x
 	}
-	orig := scratch[:len(row)]
-	copy(orig, row)
+	squashRow(row, orig, gamma) // row[i] = s(γ·logit(orig[i]))
 	sum := 0.0
-	for i, y := range row {
-		var s float64
-		switch {
-		case y <= 0:
-			s = 0
-		case y >= 1:
-			s = 1
-		default:
-			s = 1 / (1 + math.Exp(-gamma*math.Log(y/(1-y))))
-		}
-		p := y - beta*(s-0.5)
+	for i, y := range orig {
+		p := y - beta*(row[i]-0.5)
 		if !(p > 0) {
 			p = 0
 		}
@@ -566,10 +596,14 @@ func reverseSigmoid(row []float64, top int, beta, gamma float64, scratch []float
 		copy(row, orig)
 		return
 	}
+	m := 0 // argmax(row), found as it is normalised (no NaN left)
 	for i := range row {
 		row[i] /= sum
+		if row[i] > row[m] {
+			m = i
+		}
 	}
-	if m := argmax(row); m != top && row[m] > row[top] {
+	if m != top && row[m] > row[top] {
 		row[m], row[top] = row[top], row[m]
 	}
 	for j := range row {

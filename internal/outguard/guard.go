@@ -183,5 +183,8 @@ func (g *Guard) shape(ctx context.Context, req *pipeline.Request, resp *pipeline
 		return apierr.Wrap(apierr.Internal, fmt.Errorf("output policy: %w", err), "the model's outputs could not be shaped")
 	}
 	resp.Outputs = outs
+	if w.sh != nil {
+		w.sh.attach(resp)
+	}
 	return nil
 }

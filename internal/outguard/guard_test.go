@@ -245,3 +245,56 @@ func TestGuardMarksOnlyMarkedModels(t *testing.T) {
 		t.Error("Mark was called for a response whose labels could not be found")
 	}
 }
+
+// The shaped outputs of a response live in memory the guard reuses once
+// the response is released: a response held is never written by another,
+// and releasing one also runs the model's release.
+func TestGuardResponsesOwnTheirOutputs(t *testing.T) {
+	g := &outguard.Guard{} // the default policy: label and top-1, reverse sigmoid, rounded
+	m := &model{outs: probOutputs}
+	first, err := infer(t, g, m, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := deepCopy(first.Outputs)
+	// Another model's answers, shaped while the first is held, and
+	// released: the memory behind them goes back for reuse.
+	other := &model{outs: func() []pipeline.OutputTensor {
+		return outputs(i64("label", []int64{3}, 0, 0, 0), fp32("probabilities", [][]float64{{0.97, 0.01, 0.01, 0.01}, {0.9, 0.05, 0.03, 0.02}, {0.6, 0.2, 0.1, 0.1}}))
+	}}
+	for range 100 {
+		resp, err := infer(t, g, other, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := intsOf(*byName(resp.Outputs, "label")); !slices.Equal(v, []int64{0, 0, 0}) {
+			t.Fatalf("other model's labels: %v", v)
+		}
+		resp.Release()
+	}
+	if other.released != 100 {
+		t.Errorf("the model's release ran %d times for 100 released responses", other.released)
+	}
+	if !reflect.DeepEqual(first.Outputs, want) {
+		t.Fatalf("a held response changed while others were shaped:\n got %+v\nwant %+v", first.Outputs, want)
+	}
+	if m.released != 0 {
+		t.Errorf("released %d times before Release", m.released)
+	}
+	first.Release()
+	first.Release()
+	if m.released != 1 {
+		t.Errorf("the model's release ran %d times, want once", m.released)
+	}
+}
+
+// deepCopy copies outputs with their names, shapes and data.
+func deepCopy(outs []pipeline.OutputTensor) []pipeline.OutputTensor {
+	c := make([]pipeline.OutputTensor, len(outs))
+	for i, o := range outs {
+		c[i] = o
+		c[i].Shape = slices.Clone(o.Shape)
+		c[i].Data = slices.Clone(o.Data)
+	}
+	return c
+}

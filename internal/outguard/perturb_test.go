@@ -9,7 +9,7 @@ import (
 // keeping the top class.
 func reference(y []float64, beta, gamma float64) []float64 {
 	sig := func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
-	logit := func(p float64) float64 { return math.Log(p / (1 - p)) }
+	logit := func(p float64) float64 { return logExact(p / (1 - p)) } // math.Log is wrong for subnormals on amd64
 	out := make([]float64, len(y))
 	sum := 0.0
 	for i, p := range y {

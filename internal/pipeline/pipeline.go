@@ -102,6 +102,10 @@ func (r *Response) Tensors() []tensor.Tensor {
 // SetRelease records the function that frees the response's output memory.
 func (r *Response) SetRelease(f func()) { r.release = f }
 
+// Releaser returns the function SetRelease recorded (nil if none), for a
+// stage that replaces the outputs to call from its own.
+func (r *Response) Releaser() func() { return r.release }
+
 // Release frees the memory behind the outputs. The transports call it once
 // the response is encoded. It is safe to call more than once.
 func (r *Response) Release() {
