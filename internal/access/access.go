@@ -93,9 +93,13 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Shedder is the global admission gate (ratelimit.Shedder).
+// Shedder is the global admission gate (ratelimit.Shedder): AdmitAt
+// takes a slot for a request that arrived at the host at arrived, now
+// being the current time, and returns when the slot was taken; ReleaseAt
+// gives it back, once.
 type Shedder interface {
-	AcquireSince(ctx context.Context, arrived time.Time) (release func(), err error)
+	AdmitAt(ctx context.Context, arrived, now time.Time) (held time.Time, err error)
+	ReleaseAt(held, now time.Time)
 }
 
 // Gate admits requests.
@@ -160,8 +164,9 @@ type Ticket struct {
 	rec       Record
 	decided   bool
 	finished  bool
-	admitted  bool   // counted in the gate's in-flight requests
-	release   func() // gives the shedder's slot back
+	admitted  bool      // counted in the gate's in-flight requests
+	slot      bool      // holds a slot of the shedder's
+	slotHeld  time.Time // since when (Shedder.AdmitAt)
 }
 
 // Stats are the gate's counters.
@@ -242,7 +247,9 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 	}
 	t.rec.Principal, t.rec.Auth = t.principal.ID, t.principal.Method
 	if g.opts.Shed != nil {
-		release, err := g.opts.Shed.AcquireSince(ctx, c.Arrived)
+		// The clock read at the start serves: the gate decides on
+		// milliseconds.
+		held, err := g.opts.Shed.AdmitAt(ctx, c.Arrived, t.start)
 		if err != nil {
 			g.shed.Add(1)
 			t.rec.Decision, t.rec.Rule, t.decided = Deny, "shed", true
@@ -256,7 +263,7 @@ func (g *Gate) Begin(ctx context.Context, c Call) (*Ticket, error) {
 			}
 			return nil, err
 		}
-		t.release = release
+		t.slot, t.slotHeld = true, held
 	}
 	g.admitted.Add(1)
 	g.inFlight.Add(1)
@@ -367,11 +374,12 @@ func (t *Ticket) Finish(status int, msg string) error {
 	if t.admitted {
 		defer t.g.inFlight.Add(-1)
 	}
-	if t.release != nil {
+	end := time.Now()
+	if t.slot {
 		// The work is done: give the shedder's slot back before the
 		// audit write, which in durable mode waits for the disk.
-		t.release()
-		t.release = nil
+		t.g.opts.Shed.ReleaseAt(t.slotHeld, end)
+		t.slot = false
 	}
 	r := &t.rec
 	r.Status, r.Error = status, msg
@@ -380,7 +388,7 @@ func (t *Ticket) Finish(status int, msg string) error {
 		// request refused before it named a target.
 		r.Decision, r.Rule = Deny, "no-decision"
 	}
-	r.Latency = time.Since(t.start)
+	r.Latency = end.Sub(t.start)
 	s := t.g.opts.Sink
 	if s == nil {
 		return nil

@@ -192,28 +192,38 @@ const concurrencyRetry = time.Second
 // deny (or the Limiter is not configured), DeadlineExceeded or Canceled if
 // ctx ended; release is then a no-op.
 func (l *Limiter) Admit(ctx context.Context, p *pipeline.Principal, model string) (release func(), err error) {
-	return l.admit(ctx, p, model, 0)
+	slot, err := l.admit(ctx, p, model, 0)
+	if err != nil || slot == "" {
+		return noop, err
+	}
+	return l.conc.releaser(slot), nil
 }
 
 // admit is Admit that also charges elements batch elements (Charge) in the
 // same decision, when elements > 0: one round trip to the store, and
-// nothing is counted unless everything passes.
-func (l *Limiter) admit(ctx context.Context, p *pipeline.Principal, model string, elements int64) (release func(), err error) {
+// nothing is counted unless everything passes. Rather than a release
+// function it returns the principal whose concurrency slot the request
+// holds ("" for none), for the caller to give back (l.conc.release).
+func (l *Limiter) admit(ctx context.Context, p *pipeline.Principal, model string, elements int64) (slot string, err error) {
 	if l == nil || l.store == nil {
-		return noop, apierr.Wrap(apierr.Unavailable, errNoStore, msgStore)
+		return "", apierr.Wrap(apierr.Unavailable, errNoStore, msgStore)
 	}
 	r := l.rules(model)
 	charge := elements > 0 && r.elements.limited()
 	if charge && elements > r.elements.burst {
-		return noop, elementsOverBurst(elements, r.elements.burst)
+		return "", elementsOverBurst(elements, r.elements.burst)
 	}
 	id := principalID(p)
-	release = noop
 	if l.conc != nil {
 		if !l.conc.acquire(id) {
-			return noop, &apierr.Error{Kind: apierr.ResourceExhausted, Msg: msgConcurrency, RetryAfter: concurrencyRetry}
+			return "", &apierr.Error{Kind: apierr.ResourceExhausted, Msg: msgConcurrency, RetryAfter: concurrencyRetry}
 		}
-		release = l.conc.releaser(id)
+		slot = id
+	}
+	release := func() {
+		if slot != "" {
+			l.conc.release(slot)
+		}
 	}
 	c := checks{principal: id}
 	if r.requests.limited() {
@@ -227,21 +237,21 @@ func (l *Limiter) admit(ctx context.Context, p *pipeline.Principal, model string
 	}
 	l.addQuotas(&c, r)
 	if c.nb+c.nq == 0 {
-		return release, nil
+		return slot, nil
 	}
 	v, err := l.store.take(ctx, c)
 	if err != nil {
 		if err = l.storeFailed(ctx, err); err != nil {
 			release()
-			return noop, err
+			return "", err
 		}
-		return release, nil
+		return slot, nil
 	}
 	if !v.ok {
 		release()
-		return noop, refusal(&c, v)
+		return "", refusal(&c, v)
 	}
-	return release, nil
+	return slot, nil
 }
 
 // minScopeRate is the slowest max_rate honoured: one request a day. A
@@ -382,11 +392,13 @@ func (l *Limiter) logStoreFailure(err error) {
 func (l *Limiter) Stage() pipeline.Stage {
 	return func(next pipeline.Handler) pipeline.Handler {
 		return pipeline.HandlerFunc(func(ctx context.Context, req *pipeline.Request) (*pipeline.Response, error) {
-			release, err := l.admit(ctx, pipeline.PrincipalFrom(ctx), req.Model, pipeline.BatchOf(req))
+			slot, err := l.admit(ctx, pipeline.PrincipalFrom(ctx), req.Model, pipeline.BatchOf(req))
 			if err != nil {
 				return nil, err
 			}
-			defer release()
+			if slot != "" {
+				defer l.conc.release(slot)
+			}
 			return next.Infer(ctx, req)
 		})
 	}

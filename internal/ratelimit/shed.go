@@ -173,24 +173,61 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 	if s != nil && s.disabled {
 		return func() {}, nil
 	}
+	held, err := s.admit(ctx, arrived, time.Time{})
+	if err != nil {
+		return func() {}, err
+	}
+	return s.releaser(held), nil
+}
+
+// AdmitAt is AcquireSince for a caller that reads the clock itself and
+// gives the slot back with ReleaseAt, exactly once, rather than through a
+// release function (which costs an allocation): now is the current time.
+// It returns when the slot was taken (now, or later after a wait in the
+// queue), for ReleaseAt. A Shedder that admits everything returns the
+// zero time.
+func (s *Shedder) AdmitAt(ctx context.Context, arrived, now time.Time) (held time.Time, err error) {
+	if s != nil && s.disabled {
+		return time.Time{}, nil
+	}
+	return s.admit(ctx, arrived, now)
+}
+
+// ReleaseAt gives back the slot AdmitAt took at held; now is the current
+// time.
+func (s *Shedder) ReleaseAt(held, now time.Time) {
+	if s == nil || s.disabled {
+		return
+	}
+	s.releaseSlot(now.Sub(held))
+}
+
+// admit takes a slot for a request that arrived at the host at arrived
+// (zero: unknown) and returns when it was taken; now is the current time,
+// or zero to read the clock under the lock (tooLate's ticks then see
+// times in order; a caller's clock may run a few microseconds behind,
+// which they tolerate).
+func (s *Shedder) admit(ctx context.Context, arrived, now time.Time) (time.Time, error) {
 	if s == nil || s.maxInFlight == 0 {
-		return func() {}, errNoShedder
+		return time.Time{}, errNoShedder
 	}
 	s.mu.Lock()
-	now := s.now() // under the lock: tooLate's ticks need times in order
+	if now.IsZero() {
+		now = s.now()
+	}
 	if s.target > 0 && !arrived.IsZero() && s.tooLate(arrived, now) {
 		s.mu.Unlock()
-		return func() {}, s.overloaded()
+		return time.Time{}, s.overloaded()
 	}
 	if s.inFlight < s.maxInFlight {
 		s.inFlight++
 		s.mu.Unlock()
-		return s.releaser(now), nil
+		return now, nil
 	}
 	if s.maxQueue == 0 {
 		s.congested(s.now())
 		s.mu.Unlock()
-		return func() {}, s.overloaded()
+		return time.Time{}, s.overloaded()
 	}
 	w, _ := s.pool.Get().(*waiter)
 	if w == nil {
@@ -239,13 +276,13 @@ func (s *Shedder) AcquireSince(ctx context.Context, arrived time.Time) (release 
 	switch {
 	case admitted && ctx.Err() != nil:
 		s.releaseSlot(0)
-		return func() {}, ctxError(ctx.Err())
+		return time.Time{}, ctxError(ctx.Err())
 	case admitted:
-		return s.releaser(s.now()), nil
+		return s.now(), nil
 	case ctx.Err() != nil:
-		return func() {}, ctxError(ctx.Err())
+		return time.Time{}, ctxError(ctx.Err())
 	}
-	return func() {}, s.overloaded()
+	return time.Time{}, s.overloaded()
 }
 
 // tooLate decides whether a request that arrived at arrived is refused

@@ -528,3 +528,73 @@ func TestShedderSlotRefusalCountsAsCongestion(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 late", st)
 	}
 }
+
+// AdmitAt and ReleaseAt hold and give back the same slots as Acquire,
+// with the caller's clock: the hold they report is what the adaptive
+// LIFO's average hold learns from.
+func TestShedderAdmitAt(t *testing.T) {
+	s := newShedder(t, Shed{MaxInFlight: 1, MaxQueue: 2, QueueTimeout: 10 * time.Second})
+	clock := newFakeClock()
+	s.now = clock.Now
+	ctx := context.Background()
+	t0 := clock.Now().Add(-time.Hour) // the caller's clock, not the shedder's
+	held, err := s.AdmitAt(ctx, time.Time{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held.Equal(t0) {
+		t.Errorf("held since %v, want the caller's now %v", held, t0)
+	}
+	// A waiter is handed the slot ReleaseAt gives back, and holds it from
+	// then, by the shedder's clock.
+	got := make(chan time.Time, 1)
+	go func() {
+		h, err := s.AdmitAt(ctx, time.Time{}, clock.Now())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	waitQueued(t, s, 1)
+	clock.Advance(3 * time.Second)
+	s.ReleaseAt(held, t0.Add(2*time.Second)) // held 2 s
+	h := <-got
+	if !h.Equal(clock.Now()) {
+		t.Errorf("waiter holds since %v, want %v", h, clock.Now())
+	}
+	s.mu.Lock()
+	avg := s.avgHold
+	s.mu.Unlock()
+	if avg != 2*time.Second {
+		t.Errorf("average hold %v, want the 2s ReleaseAt reported", avg)
+	}
+	s.ReleaseAt(h, clock.Now())
+	if st := s.Stats(); st.InFlight != 0 || st.Queued != 0 {
+		t.Errorf("stats %+v, want nothing in flight", st)
+	}
+	// Slots are counted as Acquire counts them.
+	one := newShedder(t, Shed{MaxInFlight: 1})
+	h1, err := one.AdmitAt(ctx, time.Time{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = one.AdmitAt(ctx, time.Time{}, t0)
+	wantRefused(t, err, apierr.Unavailable, msgShed, time.Second)
+	one.ReleaseAt(h1, t0)
+	if _, err := one.Acquire(ctx); err != nil {
+		t.Errorf("after ReleaseAt: %v", err)
+	}
+	// Disabled: everything admitted, nothing counted.
+	off := newShedder(t, Shed{Disabled: true})
+	for range 100 {
+		h, err := off.AdmitAt(ctx, time.Time{}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off.ReleaseAt(h, t0)
+	}
+	var nilShedder *Shedder
+	if _, err := nilShedder.AdmitAt(ctx, time.Time{}, t0); err == nil {
+		t.Error("a nil Shedder admitted")
+	}
+}
