@@ -65,6 +65,7 @@ type message struct {
 	// Control requests, with done closed when handled.
 	reset *string
 	group bool
+	run   func() // run by the worker
 	done  chan struct{}
 }
 
@@ -76,7 +77,6 @@ type subject struct {
 	// Read by anyone.
 	action atomic.Int32               // Action
 	member atomic.Pointer[[]*subject] // a principal's groups
-	status atomic.Pointer[Status]     // published after every update
 
 	// Worker only.
 	queries, repeats uint64
@@ -233,6 +233,17 @@ func (m *Monitor) control(msg *message) bool {
 // Flush waits until every observation queued before it has been handled.
 func (m *Monitor) Flush() { m.control(&message{}) }
 
+// inWorker runs f on the worker once every observation queued before it
+// has been handled, and waits for it; f may read the subjects' worker-only
+// state. Once the Monitor is closed it waits for the worker to end and
+// runs f itself.
+func (m *Monitor) inWorker(f func()) {
+	if !m.control(&message{run: f}) {
+		m.wg.Wait()
+		f()
+	}
+}
+
 // Reset forgets everything about a principal (or, with group, a group):
 // its detectors' state, alarms and action. For an admin who has reviewed
 // an alarm.
@@ -332,6 +343,9 @@ func (m *Monitor) handle(msg *message) {
 	if msg.done != nil {
 		if msg.reset != nil {
 			m.reset(*msg.reset, msg.group)
+		}
+		if msg.run != nil {
+			msg.run()
 		}
 		close(msg.done)
 		return
@@ -497,9 +511,8 @@ func (m *Monitor) evaluate(s *subject, cond [numDetectors]bool, now time.Time) {
 			s.alarmed[d] = false
 		}
 	}
-	st := m.statusOf(s, now)
+	st := m.statusOf(s, now) // on the stack: Status and Snapshot make their own
 	prev := Action(s.action.Swap(int32(st.Action)))
-	s.status.Store(&st)
 	if len(raised) > 0 || st.Action > prev {
 		a := Alert{
 			Time: now, Subject: s.name, Group: s.group, Raised: raised,

@@ -118,36 +118,39 @@ func (s *subject) bytes() int {
 	return subjectFixedBytes + s.knn.bytes() + s.prada.bytes()
 }
 
-// Status returns the state of a principal (or, with group, a group), as of
-// the last observation the worker handled. For a principal, Action is its
-// own; Decision also folds in its groups'.
+// Status returns the state of a principal (or, with group, a group) once
+// every observation queued before the call has been handled. The worker
+// makes it on request (the admin API's and metrics' reads are rare; an
+// observation only updates the lock-free action). For a principal,
+// Action is its own; Decision also folds in its groups'.
 func (m *Monitor) Status(name string, group bool) (Status, bool) {
 	table := &m.principals
 	if group {
 		table = &m.groups
 	}
-	v, ok := table.Load(name)
-	if !ok {
-		return Status{}, false
-	}
-	if st := v.(*subject).status.Load(); st != nil {
-		return *st, true
-	}
-	return Status{Subject: name, Group: group}, true
+	var st Status
+	found := false
+	m.inWorker(func() {
+		if v, ok := table.Load(name); ok {
+			st, found = m.statusOf(v.(*subject), m.now()), true
+		}
+	})
+	return st, found
 }
 
 // Snapshot returns every tracked principal's and group's status, riskiest
-// first.
+// first, as Status does.
 func (m *Monitor) Snapshot() []Status {
 	var out []Status
-	visit := func(_, v any) bool {
-		if st := v.(*subject).status.Load(); st != nil {
-			out = append(out, *st)
+	m.inWorker(func() {
+		now := m.now()
+		visit := func(_, v any) bool {
+			out = append(out, m.statusOf(v.(*subject), now))
+			return true
 		}
-		return true
-	}
-	m.principals.Range(visit)
-	m.groups.Range(visit)
+		m.principals.Range(visit)
+		m.groups.Range(visit)
+	})
 	slices.SortFunc(out, func(a, b Status) int {
 		if c := cmp.Compare(b.Risk, a.Risk); c != 0 {
 			return c
