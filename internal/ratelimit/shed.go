@@ -33,14 +33,16 @@ import (
 // Most of a saturated server's queue is in front of the gate, though:
 // requests wait in socket buffers and for a CPU before their goroutines
 // parse them and reach it. AcquireSince is told when the request arrived
-// at the host; once arrivals have waited longer than TargetDelay for a
-// whole Interval (a standing queue, not a burst), every request that
-// waited longer is refused at once, and a controlled share of the others
+// at the host; once most arrivals in an Interval have waited longer than
+// TargetDelay (a standing queue, not a burst), every request that waited
+// longer is refused at once, and a controlled share of the others
 // (tooLate), until an Interval passes without a late one. Refusing costs a
 // fraction of serving, so the queue drains until requests reach the gate
 // within the target again: the admitted wait little, the refused hear so
-// within milliseconds (CoDel's standing-queue test, applied to whole
-// requests).
+// within milliseconds. (CoDel's standing-queue test looks at the minimum
+// wait over an interval instead; here that minimum stays low under
+// overload, since the runtime hands the network's ready connections out
+// in batches whose first requests are fresh.)
 //
 // The zero Shedder, and a nil one, refuse everything.
 type Shedder struct {
@@ -59,7 +61,10 @@ type Shedder struct {
 	busySince time.Time     // when the queue last stopped being empty; guarded by mu
 	avgHold   time.Duration // moving average of how long slots are held; guarded by mu
 	lastShed  time.Time     // when a request was last refused; guarded by mu
-	lateSince time.Time     // since when arrivals have waited longer than target; guarded by mu
+	winStart  time.Time     // start of the current Interval of the standing-queue test; guarded by mu
+	winAll    int           // arrivals that reached the gate in it; guarded by mu
+	winLate   int           // those of them that waited longer than target; guarded by mu
+	standing  bool          // most arrivals in the last whole Interval were late; guarded by mu
 	lastLate  time.Time     // when a late request was last refused; guarded by mu
 	tickStart time.Time     // start of the current tick of drop's control; guarded by mu
 	tickLate  bool          // a late request was refused this tick; guarded by mu
@@ -288,13 +293,16 @@ func (s *Shedder) admit(ctx context.Context, arrived, now time.Time) (time.Time,
 // tooLate decides whether a request that arrived at arrived is refused
 // for the wait before the gate; s.mu is held.
 //
-// Once overloaded, the late are refused, and so is a fraction (drop) of
-// those in time: refusing only the late keeps the CPU busy to the brim
-// (refusals cost too), and a runtime that never runs out of work polls
-// the network only every 10ms, so every arrival waits. drop rises by
-// 1/16 of what is left every tick (Interval/5) that refused a late
-// request and falls by 1/32 every tick that did not, until the CPU has
-// slack and arrivals reach the gate in time again.
+// A standing queue is an Interval in which more than half the arrivals
+// that reached the gate had waited longer than TargetDelay. While there
+// is one, or a late request was refused within the last Interval, the
+// late are refused. So is a fraction (drop) of those in time: refusing
+// only the late keeps the CPU busy to the brim (refusals cost too), and a
+// runtime that never runs out of work polls the network only every 10ms,
+// so every arrival waits. drop rises by 1/16 of what is left every tick
+// (Interval/5) that refused a late request and falls by 1/32 every tick
+// that did not, until the CPU has slack and arrivals reach the gate in
+// time again.
 func (s *Shedder) tooLate(arrived, now time.Time) bool {
 	if tick := s.interval / 5; now.Sub(s.tickStart) >= tick {
 		if s.tickLate {
@@ -304,8 +312,12 @@ func (s *Shedder) tooLate(arrived, now time.Time) bool {
 		}
 		s.tickStart, s.tickLate = now, false
 	}
+	if now.Sub(s.winStart) >= s.interval {
+		s.standing = 2*s.winLate > s.winAll
+		s.winStart, s.winAll, s.winLate = now, 0, 0
+	}
+	s.winAll++
 	if now.Sub(arrived) <= s.target {
-		s.lateSince = time.Time{}
 		if s.drop > 0 && now.Sub(s.lastLate) < s.interval && rand.Float64() < s.drop {
 			s.lastShed = now
 			s.early.Add(1)
@@ -313,10 +325,8 @@ func (s *Shedder) tooLate(arrived, now time.Time) bool {
 		}
 		return false
 	}
-	if s.lateSince.IsZero() {
-		s.lateSince = now
-	}
-	if now.Sub(s.lateSince) >= s.interval || now.Sub(s.lastLate) < s.interval {
+	s.winLate++
+	if s.standing || now.Sub(s.lastLate) < s.interval {
 		s.lastLate, s.lastShed, s.tickLate = now, now, true
 		s.late.Add(1)
 		return true

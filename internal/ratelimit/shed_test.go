@@ -389,19 +389,29 @@ func TestShedderLateArrivals(t *testing.T) {
 		}
 	}
 
-	late(time.Millisecond, false, "in time")
-	// A burst: 40 ms of late arrivals, then one in time.
-	for range 5 {
-		late(10*time.Millisecond, false, "late, burst shorter than the interval")
-		clock.Advance(10 * time.Millisecond)
+	// An interval (arrivals every ms) with a burst: 20 ms of late
+	// arrivals among those in time, fewer than half. Nothing is refused.
+	for i := range 50 {
+		if i >= 10 && i < 30 {
+			late(10*time.Millisecond, false, "late, in a burst")
+		} else {
+			late(time.Millisecond, false, "in time around a burst")
+		}
+		clock.Advance(time.Millisecond)
 	}
-	late(time.Millisecond, false, "in time after the burst")
-	// A standing queue: late arrivals for a whole interval.
-	for range 5 {
-		late(10*time.Millisecond, false, "late, before the interval is up")
-		clock.Advance(10 * time.Millisecond)
+	// A standing queue: an interval in which most arrivals are late,
+	// though every fifth is in time (the first of each batch the runtime
+	// hands out). The late are admitted until the interval is up...
+	for i := range 50 {
+		if i%5 == 0 {
+			late(time.Millisecond, false, "in time, among the late")
+		} else {
+			late(10*time.Millisecond, false, "late, before the interval is up")
+		}
+		clock.Advance(time.Millisecond)
 	}
-	late(10*time.Millisecond, true, "late for a whole interval")
+	// ... and refused from then on.
+	late(10*time.Millisecond, true, "late after an interval of mostly late arrivals")
 	if st := s.Stats(); st.Late != 1 || st.Shed != 1 {
 		t.Fatalf("stats %+v, want 1 late, 1 shed", st)
 	}
