@@ -69,6 +69,14 @@ type Sink interface {
 	Healthy() error
 }
 
+// Appender is a Sink that can also queue a record without waiting for it
+// to be written (audit.Log.Append): the gate uses it for refusals and
+// errors, whose answers disclose nothing, and Write for the answers that
+// carry a model's outputs, which are sent only once their record is.
+type Appender interface {
+	Append(r *Record) error
+}
+
 // Hasher computes the keyed hash of a list of tensors.
 type Hasher interface {
 	Hash(ts []tensor.Tensor) string
@@ -394,7 +402,13 @@ func (t *Ticket) Finish(status int, msg string) error {
 		return nil
 	}
 	r.Time = t.start
-	if err := s.Write(r); err != nil {
+	write := s.Write
+	if a, ok := s.(Appender); ok && status >= 400 {
+		// A refusal or an error: the answer discloses nothing, so it
+		// need not wait for its record.
+		write = a.Append
+	}
+	if err := write(r); err != nil {
 		t.g.auditFailures.Add(1)
 		t.g.logAuditFailure(err)
 		return errAuditDown

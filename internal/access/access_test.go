@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 
@@ -169,5 +170,52 @@ func TestNoPolicyDeniesAll(t *testing.T) {
 	}
 	if err := tk.Authorize(authz.Infer, "m", ""); kindOf(err) != apierr.PermissionDenied {
 		t.Errorf("no policy: %v", err)
+	}
+}
+
+// appendSink is a memSink that can also queue records without waiting.
+type appendSink struct {
+	memSink
+	appended []string // request ids given to Append
+}
+
+func (s *appendSink) Append(r *Record) error {
+	s.mu.Lock()
+	s.appended = append(s.appended, r.RequestID)
+	s.mu.Unlock()
+	return s.Write(r)
+}
+
+// Refusals and errors go to a sink's Append (their answers disclose
+// nothing, so they need not wait for the write); answers go to Write,
+// and are sent only once it returns.
+func TestGateAppendsRefusals(t *testing.T) {
+	pol, err := authz.Parse([]byte("roles:\n  r:\n    permissions: [infer]\n    models: [\"m\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &appendSink{}
+	g := New(Options{Authn: authn.Chain{fixed{}}, Authz: authz.New(pol), Sink: s})
+	ctx := context.Background()
+	if _, err := g.Begin(ctx, Call{RequestID: "refused", Creds: authn.Credentials{Authorization: "Bearer bad"}}); err == nil {
+		t.Fatal("bad key admitted")
+	}
+	for _, tc := range []struct {
+		id     string
+		status int
+	}{{"served", 200}, {"failed", 500}, {"denied", 403}} {
+		tk, err := g.Begin(ctx, Call{RequestID: tc.id, Creds: authn.Credentials{Authorization: "Bearer good"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tk.Finish(tc.status, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"refused", "failed", "denied"}; !slices.Equal(s.appended, want) {
+		t.Errorf("appended %v, want %v (the 200 written and waited for)", s.appended, want)
+	}
+	if len(s.recs) != 4 {
+		t.Errorf("%d records, want 4", len(s.recs))
 	}
 }

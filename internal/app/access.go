@@ -192,14 +192,19 @@ type auditSink struct{ l *audit.Log }
 
 func (s auditSink) Healthy() error { return s.l.Healthy() }
 
-func (s auditSink) Write(r *access.Record) error {
-	return s.l.Write(&audit.Record{
+func (s auditSink) Write(r *access.Record) error { return s.l.Write(auditRecord(r)) }
+
+// Append queues a refusal's record without waiting for the write.
+func (s auditSink) Append(r *access.Record) error { return s.l.Append(auditRecord(r)) }
+
+func auditRecord(r *access.Record) *audit.Record {
+	return &audit.Record{
 		Time: r.Time, RequestID: r.RequestID, Principal: r.Principal, Auth: r.Auth, Client: r.Client,
 		Transport: r.Transport, Action: r.Action, Model: r.Model, Version: r.Version,
 		Decision: r.Decision, Rule: r.Rule, InputHMAC: r.InputHMAC, OutputHMAC: r.OutputHMAC,
 		InputBytes: r.InputBytes, OutputBytes: r.OutputBytes, Status: r.Status, Error: r.Error,
 		Flags: r.Flags, LatencyMicros: r.Latency.Microseconds(),
-	})
+	}
 }
 
 func (s auditSink) Event(kind, principal, detail string) error {

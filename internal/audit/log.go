@@ -150,6 +150,10 @@ type Log struct {
 	// joined, while a durable leader gathers its batch, is signalled by
 	// each request that joins it.
 	joined chan struct{}
+	// appendTimer writes what Append queued if no Write has within
+	// AppendDelay; appendArmed while it is set.
+	appendTimer *time.Timer
+	appendArmed bool
 	// aio syncs durable batches without holding a processor; nil where
 	// native AIO is unavailable (fdatasync then). Leader only.
 	aio *aioSync
@@ -320,6 +324,73 @@ func (l *Log) Write(r *Record) error {
 		}
 	}
 	return l.waitLocked(b)
+}
+
+// AppendDelay is the longest a record given to Append waits for a write:
+// until then it goes out with the batch of the next Write, if one comes.
+const AppendDelay = 2 * time.Millisecond
+
+// Append is Write for a record nobody waits on: a refusal, whose answer
+// discloses nothing whether or not its record is written. It chains r
+// and queues it in the pending batch at once (so its place in the log is
+// fixed), then returns without waiting; the record is written with the
+// next Write's batch or, at the latest, AppendDelay later. A process that
+// dies in between loses it (Write's records are lost only with the
+// machine, or not at all when durable). Under a flood of refusals this
+// writes one batch per AppendDelay instead of one per record. The error is
+// ErrClosed, or the log's health error while it cannot write (the record
+// is still queued: it is written, after the outage record, when the log
+// recovers, or counted as lost with the others).
+func (l *Log) Append(r *Record) error {
+	if !r.Time.IsZero() {
+		if err := checkTime(r.Time); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errClosed
+	}
+	if r.Time.IsZero() {
+		r.Time = l.now()
+	}
+	l.beginLocked()
+	b := l.pending
+	r.Seq = l.tip.seq + 1
+	r.Prev = l.tip.head
+	start := len(b.buf)
+	b.buf = appendRequest(b.buf, r)
+	l.endLineLocked(start)
+	b.requests++
+	l.countLocked()
+	if l.joined != nil && b == l.pending {
+		select {
+		case l.joined <- struct{}{}:
+		default:
+		}
+	}
+	if !l.appendArmed {
+		l.appendArmed = true
+		if l.appendTimer == nil {
+			l.appendTimer = time.AfterFunc(AppendDelay, l.flushAppended)
+		} else {
+			l.appendTimer.Reset(AppendDelay)
+		}
+	}
+	return l.Healthy()
+}
+
+// flushAppended writes the pending batch, which holds records Append
+// queued, unless the log is closed (Close writes it).
+func (l *Log) flushAppended() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.appendArmed = false
+	if l.closed || l.pending.lines == 0 {
+		return
+	}
+	_ = l.waitLocked(l.pending)
 }
 
 // Event appends an event record (an alarm, a block), chained and later

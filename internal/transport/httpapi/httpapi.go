@@ -574,13 +574,45 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+// writeError answers err. It is the path of every refusal, shed requests
+// included, so it is kept cheap: header keys already canonical, the body
+// built without reflection when the message needs no escaping, and no
+// Date header on a 503 (RFC 9110, 6.6.1: a server may omit it on 5xx; it
+// costs a clock read and a formatting per refusal).
 func writeError(w http.ResponseWriter, id string, err error) {
 	kind, msg := apierr.Public(err)
-	w.Header().Set("X-Request-Id", id)
+	status := StatusOf(kind)
+	h := w.Header()
+	h["X-Request-Id"] = []string{id}
 	if s := apierr.RetryAfterOf(err); s > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(s))
+		h["Retry-After"] = []string{strconv.Itoa(s)}
 	}
-	writeJSON(w, StatusOf(kind), errorBody{Error: msg})
+	if status == http.StatusServiceUnavailable {
+		h["Date"] = nil // suppresses net/http's
+	}
+	var b []byte
+	if plainJSON(msg) {
+		b = make([]byte, 0, len(msg)+len(`{"error":""}`))
+		b = append(append(append(b, `{"error":"`...), msg...), `"}`...)
+	} else if b, err = json.Marshal(errorBody{Error: msg}); err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// plainJSON reports whether s is printable ASCII that encoding/json would
+// write as it is inside quotes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // StatusOf maps an error kind to an HTTP status.
