@@ -69,6 +69,15 @@ type message struct {
 	done  chan struct{}
 }
 
+// inlineMessage is a message with room for its row, for rows of at most
+// inlineDim features: one allocation per observation instead of two.
+type inlineMessage struct {
+	message
+	row [inlineDim]float32
+}
+
+const inlineDim = 64
+
 // subject is one principal's or group's state.
 type subject struct {
 	name  string
@@ -172,7 +181,15 @@ func (m *Monitor) enqueue(principal string, groups []string, copyGroups bool, la
 	if copyGroups {
 		groups = slices.Clone(groups)
 	}
-	msg := &message{principal: principal, groups: groups, x: make([]float32, m.cfg.Dim), label: label}
+	var msg *message
+	if m.cfg.Dim <= inlineDim {
+		im := new(inlineMessage)
+		im.x = im.row[:m.cfg.Dim]
+		msg = &im.message
+	} else {
+		msg = &message{x: make([]float32, m.cfg.Dim)}
+	}
+	msg.principal, msg.groups, msg.label = principal, groups, label
 	fill(msg.x)
 	select {
 	case m.queue <- msg:
