@@ -302,8 +302,18 @@ func (l *Log) Write(r *Record) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	b, err := l.queueLocked(r)
+	if err != nil {
+		return err
+	}
+	return l.waitLocked(b)
+}
+
+// queueLocked chains r onto the pending batch and returns the batch; l.mu
+// is held and r.Time checked.
+func (l *Log) queueLocked(r *Record) (*batch, error) {
 	if l.closed {
-		return errClosed
+		return nil, errClosed
 	}
 	if r.Time.IsZero() {
 		r.Time = l.now()
@@ -323,7 +333,7 @@ func (l *Log) Write(r *Record) error {
 		default:
 		}
 	}
-	return l.waitLocked(b)
+	return b, nil
 }
 
 // AppendDelay is the longest a record given to Append waits for a write:
@@ -349,26 +359,8 @@ func (l *Log) Append(r *Record) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return errClosed
-	}
-	if r.Time.IsZero() {
-		r.Time = l.now()
-	}
-	l.beginLocked()
-	b := l.pending
-	r.Seq = l.tip.seq + 1
-	r.Prev = l.tip.head
-	start := len(b.buf)
-	b.buf = appendRequest(b.buf, r)
-	l.endLineLocked(start)
-	b.requests++
-	l.countLocked()
-	if l.joined != nil && b == l.pending {
-		select {
-		case l.joined <- struct{}{}:
-		default:
-		}
+	if _, err := l.queueLocked(r); err != nil {
+		return err
 	}
 	if !l.appendArmed {
 		l.appendArmed = true
