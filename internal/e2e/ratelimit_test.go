@@ -138,9 +138,10 @@ func newRequest(a *accessServer, path, auth string) (*http.Request, error) {
 
 // Requests that waited longer than the target before reaching the gate are
 // shed on both transports: the listeners stamp when each request arrived
-// and the gate sees it. A target of 1ns makes every request late, so once
-// the first has started the late streak, every later one is refused (503,
-// Unavailable, Retry-After), each with its audit record.
+// and the gate sees it. A target of 1ns makes every request late, and an
+// interval of 1ns makes each request an interval of its own, all late, so
+// every request after the first is refused (503, Unavailable,
+// Retry-After), each with its audit record.
 func TestSheddingLateArrivals(t *testing.T) {
 	a := startAccessServer(t, "none", func(c *config.Config) {
 		c.RateLimit.Requests = ratelimit.Rate{}
