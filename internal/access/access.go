@@ -402,13 +402,15 @@ func (t *Ticket) Finish(status int, msg string) error {
 		return nil
 	}
 	r.Time = t.start
-	write := s.Write
+	var err error
 	if a, ok := s.(Appender); ok && status >= 400 {
 		// A refusal or an error: the answer discloses nothing, so it
 		// need not wait for its record.
-		write = a.Append
+		err = a.Append(r)
+	} else {
+		err = s.Write(r)
 	}
-	if err := write(r); err != nil {
+	if err != nil {
 		t.g.auditFailures.Add(1)
 		t.g.logAuditFailure(err)
 		return errAuditDown
