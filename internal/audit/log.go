@@ -295,11 +295,6 @@ func (l *Log) recover() error {
 // ErrUnavailable if it could not be: the request must then be refused.
 // r must not be used by another goroutine during the call.
 func (l *Log) Write(r *Record) error {
-	if !r.Time.IsZero() {
-		if err := checkTime(r.Time); err != nil {
-			return err
-		}
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, err := l.queueLocked(r)
@@ -310,8 +305,13 @@ func (l *Log) Write(r *Record) error {
 }
 
 // queueLocked chains r onto the pending batch and returns the batch; l.mu
-// is held and r.Time checked.
+// is held.
 func (l *Log) queueLocked(r *Record) (*batch, error) {
+	if !r.Time.IsZero() {
+		if err := checkTime(r.Time); err != nil {
+			return nil, err
+		}
+	}
 	if l.closed {
 		return nil, errClosed
 	}
@@ -352,11 +352,6 @@ const AppendDelay = 2 * time.Millisecond
 // is still queued: it is written, after the outage record, when the log
 // recovers, or counted as lost with the others).
 func (l *Log) Append(r *Record) error {
-	if !r.Time.IsZero() {
-		if err := checkTime(r.Time); err != nil {
-			return err
-		}
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, err := l.queueLocked(r); err != nil {
