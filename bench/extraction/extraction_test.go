@@ -143,3 +143,39 @@ func TestPlaceAlarm(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainOptions pins how the attackers train: 100 epochs by default
+// for every budget the benchmark uses (the step cap must not cut the
+// 2,000-answer surrogates short), -epochs overrides it, quick runs use
+// quickTrain.
+func TestTrainOptions(t *testing.T) {
+	def, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := def.train()
+	if tr.Epochs != 100 {
+		t.Errorf("default epochs %d, want 100", tr.Epochs)
+	}
+	// The largest training set: the 2,000 answers of a learning attack.
+	if steps := tr.Epochs * 2000 / tr.Batch; steps > tr.MaxSteps {
+		t.Errorf("2,000 answers need %d steps for %d epochs; MaxSteps %d cuts them short", steps, tr.Epochs, tr.MaxSteps)
+	}
+	o, err := parseFlags([]string{"-epochs", "48"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.train(); got.Epochs != 48 || got.MaxSteps != tr.MaxSteps || got.LR != tr.LR {
+		t.Errorf("-epochs 48: %+v", got)
+	}
+	if _, err := parseFlags([]string{"-epochs", "-1"}); err == nil {
+		t.Error("-epochs -1 accepted")
+	}
+	q, err := parseFlags([]string{"-quick", "-epochs", "48"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.train(); got != quickTrain {
+		t.Errorf("quick run trains with %+v, want quickTrain", got)
+	}
+}

@@ -102,6 +102,7 @@ func parseFlags(args []string) (options, error) {
 	pols := fs.String("policies", "raw,detect,round,harden,hardened,watermark", "comma-separated policies (policies/<name>.yaml)")
 	policyDir := fs.String("policy-dir", "", "read policies from this directory instead of the embedded ones")
 	quick := fs.Bool("quick", false, "smoke run: 1 seed, few queries and clients (figures not meaningful)")
+	epochs := fs.Int("epochs", 0, "epochs the attackers train their surrogates for (default 100: learn.DefaultTrain)")
 	out := fs.String("o", "", "also write the markdown report here")
 	mix := fs.Float64("mix", 1, "interleave: natural queries sent before each attack query")
 	split := fs.Int("split", 16, "principals a split attack is spread over")
@@ -126,7 +127,7 @@ func parseFlags(args []string) (options, error) {
 	}
 	opt := options{
 		seeds: *seeds, scenarios: splitList(*scen), policies: splitList(*pols), policyDir: *policyDir,
-		quick: *quick, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
+		quick: *quick, epochs: *epochs, mix: *mix, split: *split, benign: *benign, benignQueries: *benignQ,
 		overhead: *overhead, poll: *poll, blockAfter: *blockAfter, patient: *patient, maxWait: *maxWait,
 		work: *work, keep: *keep, root: root, lib: libraryPath(root, *lib), out: *out,
 		command:    "go run ./bench/extraction " + strings.Join(args, " "),
@@ -156,6 +157,8 @@ func (o options) validate() error {
 	switch {
 	case o.seeds < 1:
 		return fmt.Errorf("-seeds: %d, want at least 1", o.seeds)
+	case o.epochs < 0:
+		return fmt.Errorf("-epochs: %d, want at least 1 (0 for the default)", o.epochs)
 	case o.split < 2:
 		return fmt.Errorf("-split: %d, want at least 2", o.split)
 	case o.mix < 0:

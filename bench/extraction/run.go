@@ -21,6 +21,7 @@ type options struct {
 	policies      []string
 	policyDir     string // "" for the embedded policies
 	quick         bool
+	epochs        int           // the attackers' training epochs; 0: learn.DefaultTrain's
 	mix           float64       // natural queries per attack query (interleave)
 	split         int           // principals of a split attack
 	benign        int           // benign clients
@@ -273,7 +274,7 @@ func (b *bench) runAttack(p *policy, s scenario, seed uint64) (*attackRun, error
 
 	evalX, evalY := b.h.eval(), b.ref[s.victim][poolSize:]
 	var final learn.Classifier
-	err = s.newAttack(b.h, seed, b.opt.quick).Run(ctx, oracle, s.checkpoints(b.opt.quick), func(own int, model learn.Classifier) error {
+	err = s.newAttack(b.h, seed, b.opt.train()).Run(ctx, oracle, s.checkpoints(b.opt.quick), func(own int, model learn.Classifier) error {
 		r.curve = append(r.curve, point{own: own, sent: m.sent, agreement: learn.Agreement(model, evalX, evalY)})
 		final = model
 		return nil

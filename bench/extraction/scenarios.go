@@ -102,12 +102,21 @@ const jacobianSeeds = 25
 // learn.DefaultTrain's steps (figures not meaningful, code paths the same).
 var quickTrain = learn.TrainConfig{Batch: 32, LR: 0.01, L2: 1e-4, Epochs: 20, MinSteps: 60, MaxSteps: 200}
 
-// newAttack builds the scenario's attack for one seed.
-func (s scenario) newAttack(h *heldout, seed uint64, quick bool) attack.Attack {
-	var train learn.TrainConfig // zero: learn.DefaultTrain
-	if quick {
-		train = quickTrain
+// train is how the attackers train their surrogates.
+func (o options) train() learn.TrainConfig {
+	switch {
+	case o.quick:
+		return quickTrain
+	case o.epochs > 0:
+		t := learn.DefaultTrain
+		t.Epochs = o.epochs
+		return t
 	}
+	return learn.DefaultTrain
+}
+
+// newAttack builds the scenario's attack for one seed, training with train.
+func (s scenario) newAttack(h *heldout, seed uint64, train learn.TrainConfig) attack.Attack {
 	switch s.kind {
 	case "eqsolve":
 		return attack.EqSolve{Seed: seed, Train: train}
@@ -126,7 +135,9 @@ func (s scenario) newAttack(h *heldout, seed uint64, quick bool) attack.Attack {
 // checkpoints are the attack's own query counts at which its model is
 // measured. Equation-solving is measured finely around 65 (Dim+1, where
 // exact probabilities determine the model) and on to 40×65; the others
-// at the Jacobian attack's doubling rounds.
+// at the Jacobian attack's doubling rounds, and at 2,000, the budget of
+// the watermark criterion (a surrogate trained on at most 2,000 answers;
+// the Jacobian attack's last round is cut short there).
 func (s scenario) checkpoints(quick bool) []int {
 	if s.kind == "eqsolve" {
 		if quick {
@@ -137,5 +148,5 @@ func (s scenario) checkpoints(quick bool) []int {
 	if quick {
 		return []int{25, 50, 100}
 	}
-	return []int{25, 50, 100, 200, 400, 800, 1600}
+	return []int{25, 50, 100, 200, 400, 800, 1600, 2000}
 }
