@@ -138,35 +138,53 @@ func newRequest(a *accessServer, path, auth string) (*http.Request, error) {
 
 // Requests that waited longer than the target before reaching the gate are
 // shed on both transports: the listeners stamp when each request arrived
-// and the gate sees it. A target of 1ns makes every request late, and an
-// interval of 1ns makes each request an interval of its own, all late, so
-// every request after the first is refused (503, Unavailable,
-// Retry-After), each with its audit record.
+// and the gate sees it. A target of 1ns makes every request late; once a
+// whole interval (100ms) of them has passed, a standing queue, every
+// request is refused (503, Unavailable, Retry-After) while they keep
+// coming, each with its audit record.
 func TestSheddingLateArrivals(t *testing.T) {
 	a := startAccessServer(t, "none", func(c *config.Config) {
 		c.RateLimit.Requests = ratelimit.Rate{}
 		c.RateLimit.Shed = ratelimit.Shed{MaxInFlight: 64, RetryAfter: 2 * time.Second,
-			TargetDelay: time.Nanosecond, Interval: time.Nanosecond}
+			TargetDelay: time.Nanosecond, Interval: 100 * time.Millisecond}
 	})
 	auth := "Bearer " + a.keys["scorer"]
 	infer := servertest.Path("digits", "")
 	hc := a.httpClient(t, nil)
 	gc := a.grpcClient(t, nil)
-	var shedIDs []string
-	statuses := map[string]int{}
-	for i := range 6 {
-		o := a.rest(t, hc, "POST", infer, auth, digitsBody(1))
-		statuses[fmt.Sprintf("rest %d", o.status)]++
-		if o.status == 503 {
-			shedIDs = append(shedIDs, o.id)
-		} else if i > 0 {
-			t.Errorf("REST request %d: %d %s, want 503 (late)", i, o.status, o.msg)
-		}
+	grpcInfer := func() (metadata.MD, error) {
 		var hdr metadata.MD
 		in := &pb.ModelInferRequest_InferInputTensor{Name: "input", Datatype: "FP32", Shape: []int64{1, 64},
 			Contents: &pb.InferTensorContents{Fp32Contents: make([]float32, 64)}}
 		_, err := gc.ModelInfer(withAuth(auth), &pb.ModelInferRequest{ModelName: "digits",
 			Inputs: []*pb.ModelInferRequest_InferInputTensor{in}}, grpc.Header(&hdr))
+		return hdr, err
+	}
+	// The first interval is served, late or not: the gate judges whole
+	// intervals. (This also connects the gRPC client.)
+	if _, err := grpcInfer(); err != nil {
+		t.Fatalf("gRPC request in the first interval: %v, want served", err)
+	}
+	served := 0
+	for deadline := time.Now().Add(5 * time.Second); ; served++ {
+		o := a.rest(t, hc, "POST", infer, auth, digitsBody(1))
+		if o.status == 503 {
+			break
+		}
+		if o.status != 200 || time.Now().After(deadline) {
+			t.Fatalf("REST request %d: %d %s; want 200 until the first interval is up, then 503", served, o.status, o.msg)
+		}
+	}
+	var shedIDs []string
+	statuses := map[string]int{}
+	for i := range 6 {
+		o := a.rest(t, hc, "POST", infer, auth, digitsBody(1))
+		statuses[fmt.Sprintf("rest %d", o.status)]++
+		if o.status != 503 {
+			t.Errorf("REST request %d: %d %s, want 503 (late)", i, o.status, o.msg)
+		}
+		shedIDs = append(shedIDs, o.id)
+		hdr, err := grpcInfer()
 		st, _ := status.FromError(err)
 		statuses["grpc "+st.Code().String()]++
 		if st.Code() != codes.Unavailable {
@@ -180,9 +198,9 @@ func TestSheddingLateArrivals(t *testing.T) {
 			shedIDs = append(shedIDs, v[0])
 		}
 	}
-	t.Logf("statuses %v", statuses)
-	if statuses["rest 503"] < 5 || statuses["grpc Unavailable"] != 6 {
-		t.Fatalf("statuses %v: want every request after the first shed", statuses)
+	t.Logf("%d served in the first interval; then statuses %v", served, statuses)
+	if statuses["rest 503"] != 6 || statuses["grpc Unavailable"] != 6 {
+		t.Fatalf("statuses %v: want every request shed once the standing queue is found", statuses)
 	}
 	byID, _ := a.auditRecords(t)
 	for _, id := range shedIDs {

@@ -294,8 +294,9 @@ func (s *Shedder) admit(ctx context.Context, arrived, now time.Time) (time.Time,
 // for the wait before the gate; s.mu is held.
 //
 // A standing queue is an Interval in which more than half the arrivals
-// that reached the gate had waited longer than TargetDelay. While there
-// is one, or a late request was refused within the last Interval, the
+// that reached the gate had waited longer than TargetDelay (and that was
+// not followed by a whole Interval without arrivals). While there is
+// one, or a late request was refused within the last Interval, the
 // late are refused. So is a fraction (drop) of those in time: refusing
 // only the late keeps the CPU busy to the brim (refusals cost too), and a
 // runtime that never runs out of work polls the network only every 10ms,
@@ -312,8 +313,11 @@ func (s *Shedder) tooLate(arrived, now time.Time) bool {
 		}
 		s.tickStart, s.tickLate = now, false
 	}
-	if now.Sub(s.winStart) >= s.interval {
-		s.standing = 2*s.winLate > s.winAll
+	if d := now.Sub(s.winStart); d >= s.interval {
+		// The verdict on the interval that just ended, unless a whole
+		// interval without arrivals followed it: an idle gap drains any
+		// queue.
+		s.standing = 2*s.winLate > s.winAll && d < 2*s.interval
 		s.winStart, s.winAll, s.winLate = now, 0, 0
 	}
 	s.winAll++

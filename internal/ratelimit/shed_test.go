@@ -441,6 +441,38 @@ func TestShedderLateArrivals(t *testing.T) {
 	}
 }
 
+// A standing queue is forgotten after an idle gap: an interval of mostly
+// late arrivals followed by a whole interval without any does not make
+// the first late arrival after the gap a refusal.
+func TestShedderStandingQueueAfterIdle(t *testing.T) {
+	for _, gap := range []time.Duration{0, 60 * time.Millisecond} {
+		s := newShedder(t, Shed{MaxInFlight: 100, TargetDelay: 2 * time.Millisecond, Interval: 50 * time.Millisecond})
+		clock := newFakeClock()
+		s.now = clock.Now
+		try := func(waited time.Duration) error {
+			release, err := s.AcquireSince(context.Background(), clock.Now().Add(-waited))
+			release()
+			return err
+		}
+		// One interval of late arrivals, every ms: admitted, since the
+		// test looks at whole intervals, and a standing queue found.
+		for range 50 {
+			if err := try(10 * time.Millisecond); err != nil {
+				t.Fatalf("gap %v: late arrival in the first interval: %v, want admitted", gap, err)
+			}
+			clock.Advance(time.Millisecond)
+		}
+		clock.Advance(gap)
+		err := try(10 * time.Millisecond)
+		if gap == 0 && err == nil {
+			t.Fatalf("late arrival right after a standing queue admitted, want refused")
+		}
+		if gap > 0 && err != nil {
+			t.Fatalf("late arrival after an idle gap of %v: %v, want admitted", gap, err)
+		}
+	}
+}
+
 func TestShedderLateArrivalsOff(t *testing.T) {
 	s := newShedder(t, Shed{MaxInFlight: 100})
 	clock := newFakeClock()
