@@ -343,6 +343,7 @@ func (r *report) watermarkTable(b *strings.Builder) {
 	w("Runs with no recorded marks (no watermark on the model) are left out.\n\n")
 	w("| scenario | policy | queries | surrogate log2 p | marks reproduced | independent log2 p | independent p |\n|---|---|---|---|---|---|---|\n")
 	rows := 0
+	indep, indepLow, indepID := 0, 0, 0 // independent models tested; below p = 0.01; below 2^-64
 	for _, s := range r.scenarios {
 		for _, p := range r.policies {
 			if s.kind == "benign" {
@@ -359,6 +360,13 @@ func (r *report) watermarkTable(b *strings.Builder) {
 					continue
 				}
 				sl, il = append(sl, run.watermark.Log2P), append(il, run.indep.Log2P)
+				indep++
+				if run.indep.Log2P < math.Log2(0.01) {
+					indepLow++
+				}
+				if run.indep.Log2P < -64 {
+					indepID++
+				}
 				sent = append(sent, float64(run.sent))
 				agree, pairs = agree+run.watermark.AgreeWatermark, pairs+run.watermark.Pairs
 			}
@@ -373,6 +381,15 @@ func (r *report) watermarkTable(b *strings.Builder) {
 		w("| – | – | n/a (no marked answers recorded under any policy) | | | | |\n")
 	}
 	w("\n")
+	if indep > 0 {
+		// The test is exact for a model built without the marks (the
+		// watermark label is uniform over the other classes whatever
+		// the model answers), so about 1% of independent models fall
+		// below 0.01 by chance: the count, not the smallest p, is the
+		// test's false-positive rate.
+		w("Independent models below p = 0.01: %d of %d (%.1f%%; the test is exact, so about 1%% fall below it by chance). ", indepLow, indep, 100*float64(indepLow)/float64(indep))
+		w("Below the identification level, p < 2^-64: %d.\n\n", indepID)
+	}
 }
 
 func (r *report) overheadTable(b *strings.Builder) {
