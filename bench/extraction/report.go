@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"github.com/aegis-inference/aegis/bench/extraction/learn"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/aegis-inference/aegis/bench/extraction/learn"
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
 )
 
