@@ -105,3 +105,95 @@ func TestQuickRun(t *testing.T) {
 	}
 	t.Logf("%d runs verified against their marks", verified)
 }
+
+func TestAnswersOf(t *testing.T) {
+	probs := []float64{0, 0.1, 0, 0, 0, 0, 0, 0.9, 0, 0}
+	for _, tc := range []struct {
+		name      string
+		outs      []restTensor
+		wantLabel int
+		wantProbs bool
+	}{
+		{"label and probabilities", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{7}},
+			{Name: "probabilities", Shape: []int64{1, 10}, Datatype: "FP32", Data: probs}}, 7, true},
+		{"label only", []restTensor{{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{3}}}, 3, false},
+		{"top-2 scores and indices", []restTensor{
+			{Name: "topk_values", Shape: []int64{1, 2}, Datatype: "FP32", Data: []float64{0.8, 0.2}},
+			{Name: "topk_indices", Shape: []int64{1, 2}, Datatype: "INT64", Data: []float64{4, 1}}}, 4, true},
+		{"top-10 in rank order", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{9}},
+			{Name: "topk_values", Shape: []int64{1, 10}, Datatype: "FP32", Data: []float64{0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0, 0, 0, 0}},
+			{Name: "topk_indices", Shape: []int64{1, 10}, Datatype: "INT64", Data: []float64{9, 0, 1, 2, 3, 4, 5, 6, 7, 8}}}, 9, true},
+		{"label and top-1 score", []restTensor{
+			{Name: "label", Shape: []int64{1}, Datatype: "INT64", Data: []float64{2}},
+			{Name: "topk_values", Shape: []int64{1, 1}, Datatype: "FP32", Data: []float64{0.91}},
+			{Name: "topk_indices", Shape: []int64{1, 1}, Datatype: "INT64", Data: []float64{2}}}, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := answersOf(tc.outs, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].Label != tc.wantLabel || (got[0].Probs != nil) != tc.wantProbs {
+				t.Errorf("got label %d probabilities %v, want %d and probabilities: %v", got[0].Label, got[0].Probs, tc.wantLabel, tc.wantProbs)
+			}
+		})
+	}
+	if _, err := answersOf([]restTensor{{Name: "x", Shape: []int64{1, 3}, Datatype: "FP32", Data: []float64{1, 2, 3}}}, 1); err == nil {
+		t.Error("a response with neither probabilities nor a label: got no error")
+	}
+}
+
+func TestPlaceAlarm(t *testing.T) {
+	m := &meter{at: map[string][]int{"key:a": {1, 3, 5}, "key:b": {2, 4, 6}}, sent: 6}
+	for _, tc := range []struct {
+		name  string
+		alarm alarm
+		want  int
+	}{
+		{"principal's third query", alarm{principals: []string{"key:b"}, queries: 3}, 6},
+		{"group at its fourth", alarm{aggregate: true, principals: []string{"key:a", "key:b"}, queries: 4}, 4},
+		{"no count: the poll that saw it", alarm{principals: []string{"key:a"}}, 5},
+	} {
+		if got := m.place(tc.alarm, 5); got != tc.want {
+			t.Errorf("%s: placed at %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestTrainOptions pins how the attackers train: 100 epochs by default
+// for every budget the benchmark uses (the step cap must not cut the
+// 2,000-answer surrogates short), -epochs overrides it, quick runs use
+// quickTrain.
+func TestTrainOptions(t *testing.T) {
+	def, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := def.train()
+	if tr.Epochs != 100 {
+		t.Errorf("default epochs %d, want 100", tr.Epochs)
+	}
+	// The largest training set: the 2,000 answers of a learning attack.
+	if steps := tr.Epochs * 2000 / tr.Batch; steps > tr.MaxSteps {
+		t.Errorf("2,000 answers need %d steps for %d epochs; MaxSteps %d cuts them short", steps, tr.Epochs, tr.MaxSteps)
+	}
+	o, err := parseFlags([]string{"-epochs", "48"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.train(); got.Epochs != 48 || got.MaxSteps != tr.MaxSteps || got.LR != tr.LR {
+		t.Errorf("-epochs 48: %+v", got)
+	}
+	if _, err := parseFlags([]string{"-epochs", "-1"}); err == nil {
+		t.Error("-epochs -1 accepted")
+	}
+	q, err := parseFlags([]string{"-quick", "-epochs", "48"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.train(); got != quickTrain {
+		t.Errorf("quick run trains with %+v, want quickTrain", got)
+	}
+}
