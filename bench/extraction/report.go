@@ -101,9 +101,10 @@ func (r *report) markdown() string {
 	w("(internal/app, as `aegis serve` builds it) on loopback, audited; a fresh server for every run, so that ")
 	w("no detector state carries over. Agreement is the fraction of the %d evaluation digits on which the ", 450-poolSize)
 	w("attacker's model gives the victim's raw top-1 label. \"Queries\" count input rows sent, refused ones included.\n\n")
-	if tr := r.opt.train(); !r.opt.quick {
+	if !r.opt.quick {
+		tr := r.opt.train()
 		w("Surrogates are trained with Adam on minibatches of %d for %d epochs (at least %d, at most %d steps). ", tr.Batch, tr.Epochs, tr.MinSteps, tr.MaxSteps)
-		w("The independent models of the watermark table are trained for %d.\n\n", learn.DefaultTrain.Epochs)
+		w("The independent models of the watermark table are trained for %d epochs.\n\n", learn.DefaultTrain.Epochs)
 	}
 
 	w("## Victims\n\n| victim | model | top-1 accuracy on the 450 held-out digits |\n|---|---|---|\n")

@@ -152,7 +152,7 @@ func TestSheddingLateArrivals(t *testing.T) {
 	infer := servertest.Path("digits", "")
 	hc := a.httpClient(t, nil)
 	gc := a.grpcClient(t, nil)
-	grpcInfer := func() (metadata.MD, error) {
+	inferGRPC := func() (metadata.MD, error) {
 		var hdr metadata.MD
 		in := &pb.ModelInferRequest_InferInputTensor{Name: "input", Datatype: "FP32", Shape: []int64{1, 64},
 			Contents: &pb.InferTensorContents{Fp32Contents: make([]float32, 64)}}
@@ -162,7 +162,7 @@ func TestSheddingLateArrivals(t *testing.T) {
 	}
 	// The first interval is served, late or not: the gate judges whole
 	// intervals. (This also connects the gRPC client.)
-	if _, err := grpcInfer(); err != nil {
+	if _, err := inferGRPC(); err != nil {
 		t.Fatalf("gRPC request in the first interval: %v, want served", err)
 	}
 	served := 0
@@ -184,7 +184,7 @@ func TestSheddingLateArrivals(t *testing.T) {
 			t.Errorf("REST request %d: %d %s, want 503 (late)", i, o.status, o.msg)
 		}
 		shedIDs = append(shedIDs, o.id)
-		hdr, err := grpcInfer()
+		hdr, err := inferGRPC()
 		st, _ := status.FromError(err)
 		statuses["grpc "+st.Code().String()]++
 		if st.Code() != codes.Unavailable {
