@@ -84,6 +84,12 @@ type childInfo struct {
 type serverStats struct {
 	Goroutines int    `json:"goroutines"`
 	HeapBytes  uint64 `json:"heap_bytes"` // live and not yet swept heap objects
+	// Cumulative since the process started: bytes allocated on the heap,
+	// garbage collections completed, and the CPU time the collector
+	// spent (the runtime's estimate, /cpu/classes/gc/total:cpu-seconds).
+	AllocBytes uint64  `json:"alloc_bytes"`
+	GCCycles   uint64  `json:"gc_cycles"`
+	GCCPU      float64 `json:"gc_cpu_seconds"`
 	// SchedP50 and SchedP99 are quantiles of how long goroutines waited
 	// to run since the previous reading (the runtime's
 	// /sched/latencies:seconds, whose buckets are coarse: upper bounds).
@@ -234,13 +240,17 @@ func controlMux(srv *app.Server) http.Handler {
 	m := http.NewServeMux()
 	var sched schedDelta
 	m.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/sched/latencies:seconds"}}
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/sched/latencies:seconds"},
+			{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
 		metrics.Read(s)
 		as := srv.AuditStatus()
 		gate, _ := as.Gate.(access.Stats)
 		st := serverStats{Goroutines: runtime.NumGoroutine(), AuditHealthy: as.Healthy, Audit: as.Log, Gate: gate}
 		if s[0].Value.Kind() == metrics.KindUint64 {
 			st.HeapBytes = s[0].Value.Uint64()
+		}
+		if s[2].Value.Kind() == metrics.KindUint64 && s[3].Value.Kind() == metrics.KindUint64 && s[4].Value.Kind() == metrics.KindFloat64 {
+			st.AllocBytes, st.GCCycles, st.GCCPU = s[2].Value.Uint64(), s[3].Value.Uint64(), s[4].Value.Float64()
 		}
 		if s[1].Value.Kind() == metrics.KindFloat64Histogram {
 			st.SchedP50, st.SchedP99 = sched.next(s[1].Value.Float64Histogram())

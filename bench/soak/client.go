@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/aegis-inference/aegis/internal/netstamp"
 )
 
 // requestTimeout bounds one request, so a stuck server shows as errors
@@ -78,6 +80,10 @@ type result struct {
 	latency time.Duration // from sending the request to the end of its response body
 	reason  string        // for failed: what went wrong, as a category
 	detail  string        // for failed: the error itself
+	// wire is from sending the request to when the kernel received the
+	// end of its response (SO_TIMESTAMPNS): latency without the wait for
+	// this process to get to the answer. 0 when unknown.
+	wire time.Duration
 }
 
 // client sends one request at a time over its own keep-alive connection
@@ -96,6 +102,7 @@ type client struct {
 	wantLen int64  // length of a 200's body; -1 until known
 
 	conn  *tls.Conn
+	sc    *netstamp.Conn // under conn
 	br    *bufio.Reader
 	dials atomic.Int64 // connections opened
 }
@@ -151,12 +158,11 @@ type response struct {
 func (c *client) roundTrip(req []byte, keepBody bool) (response, error) {
 	if c.conn == nil {
 		c.dials.Add(1)
-		d := &net.Dialer{Timeout: 5 * time.Second}
-		conn, err := tls.DialWithDialer(d, "tcp", c.addr, c.tls)
+		conn, sc, err := dialStamped(c.addr, c.tls)
 		if err != nil {
 			return response{}, err
 		}
-		c.conn = conn
+		c.conn, c.sc = conn, sc
 		if c.br == nil {
 			c.br = bufio.NewReaderSize(conn, 4096)
 		} else {
@@ -167,9 +173,35 @@ func (c *client) roundTrip(req []byte, keepBody bool) (response, error) {
 	resp, keep, err := c.exchange(req, keepBody)
 	if err != nil || !keep {
 		c.conn.Close()
-		c.conn = nil
+		c.conn, c.sc = nil, nil
 	}
 	return resp, err
+}
+
+// dialStamped opens a TLS connection over a TCP connection that records
+// when the kernel received what it reads.
+func dialStamped(addr string, cfg *tls.Config) (*tls.Conn, *netstamp.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := netstamp.Wrap(nc.(*net.TCPConn))
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	conn := tls.Client(sc, cfg)
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.Handshake(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, sc, nil
 }
 
 func (c *client) exchange(req []byte, keepBody bool) (resp response, keepAlive bool, err error) {
@@ -282,8 +314,17 @@ func (c *client) inferDenied() result { return c.send(c.badReq) }
 
 func (c *client) send(req []byte) result {
 	t0 := time.Now()
+	sc := c.sc
 	resp, err := c.roundTrip(req, false)
 	r := result{latency: time.Since(t0)}
+	if sc == nil {
+		sc = c.sc // dialled for this request: its answer was read on the new one
+	}
+	if err == nil && sc != nil && sc.Stamped() {
+		if at := sc.Arrived(); at.After(t0) {
+			r.wire = at.Sub(t0)
+		}
+	}
 	switch {
 	case err != nil:
 		r.outcome, r.reason, r.detail = failed, transportReason(err), err.Error()

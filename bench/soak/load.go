@@ -106,8 +106,9 @@ func (b *bench) openLoop(name string, rate float64, length time.Duration) *phase
 	stop()
 	b.finish(rec, mark, dials)
 	t := rec.all()
-	b.logf("%s: offered %d, dropped %d, admitted %d, shed %d, limited %d, errors %d; admitted p99 %v, refused p99 %v",
-		name, t.offered, t.drops, t.admitted, t.shed, t.limited, t.errors, t.adm.quantile(0.99), t.ref.quantile(0.99))
+	b.logf("%s: offered %d, dropped %d, admitted %d, shed %d, limited %d, errors %d; admitted p99 %v (received %v), refused p50 %v p99 %v (received %v %v of %d)",
+		name, t.offered, t.drops, t.admitted, t.shed, t.limited, t.errors, t.adm.quantile(0.99), t.admWire.quantile(0.99),
+		t.ref.quantile(0.5), t.ref.quantile(0.99), t.refWire.quantile(0.5), t.refWire.quantile(0.99), t.refWire.count())
 	return rec
 }
 
@@ -121,8 +122,9 @@ func (b *bench) sampler(rec *phaseRec) (stop func()) {
 		if err != nil {
 			return
 		}
+		ticks, _ := benchutil.ProcTicks(b.child.Pid())
 		st, err := b.child.stats()
-		rec.addSample(sample{at: at, mem: m, stats: st, err: err})
+		rec.addSample(sample{at: at, mem: m, stats: st, err: err, ticks: ticks})
 	}
 	take()
 	done := make(chan struct{})
@@ -154,12 +156,16 @@ type cpuMark struct {
 	server uint64 // the server process's CPU time, in ticks
 	self   uint64 // this process's
 	snap   benchutil.CPUSnap
+	stats  serverStats // the server's counters; zero if unread
+	ok     bool        // stats were read
 }
 
 func (b *bench) cpuMark() cpuMark {
 	m := cpuMark{at: time.Now(), snap: benchutil.TakeCPUSnap(b.child.Pid())}
 	m.server, _ = benchutil.ProcTicks(b.child.Pid())
 	m.self, _ = benchutil.ProcTicks(os.Getpid())
+	st, err := b.child.stats()
+	m.stats, m.ok = st, err == nil
 	return m
 }
 
@@ -171,4 +177,20 @@ func (b *bench) finish(rec *phaseRec, mark cpuMark, dials int64) {
 	rec.clientCPU = float64(now.self-mark.self) / benchutil.UserHZ / secs
 	rec.otherCPU = mark.snap.OthersSince(now.snap)
 	rec.dials = b.dials() - dials
+	if mark.ok && now.ok && now.stats.AllocBytes >= mark.stats.AllocBytes {
+		rec.gc = gcUse{
+			ok:     true,
+			alloc:  now.stats.AllocBytes - mark.stats.AllocBytes,
+			cycles: now.stats.GCCycles - mark.stats.GCCycles,
+			cpu:    (now.stats.GCCPU - mark.stats.GCCPU) / secs,
+		}
+	}
+}
+
+// gcUse is what the server's heap and collector did over a phase.
+type gcUse struct {
+	ok     bool
+	alloc  uint64  // bytes allocated
+	cycles uint64  // collections completed
+	cpu    float64 // CPUs the collector used, on average (the runtime's estimate)
 }

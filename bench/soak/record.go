@@ -17,6 +17,9 @@ type second struct {
 	denied   int64 // 401, in a phase that expects them
 	errors   int64
 	adm, ref hist // latency of admitted and of refused (429/503, expected 401) requests
+	// The same, to when the kernel received the end of the answer (where
+	// it timestamped it): without this process's own wait to read it.
+	admWire, refWire hist
 }
 
 // sample is a reading of the server process.
@@ -24,7 +27,8 @@ type sample struct {
 	at    time.Duration // since the phase started
 	mem   procMem
 	stats serverStats
-	err   error // of the control request; mem is still valid
+	err   error  // of the control request; mem is still valid
+	ticks uint64 // the server process's CPU time so far, in clock ticks; 0 if unread
 }
 
 // phaseRec collects a phase's results. Its methods are safe for
@@ -51,6 +55,7 @@ type phaseRec struct {
 	serverCPU float64 // CPUs the server process used, on average
 	clientCPU float64 // CPUs this process used
 	otherCPU  float64 // CPUs other processes used (or time stolen); -1 if unknown
+	gc        gcUse
 }
 
 func newPhaseRec(name string, rate float64, length time.Duration) *phaseRec {
@@ -87,6 +92,7 @@ func (p *phaseRec) done(at time.Time, lag time.Duration, r result) {
 	case admitted:
 		s.admitted++
 		s.adm.add(r.latency)
+		s.admWire.addWire(r)
 	case shed, limited:
 		if r.outcome == shed {
 			s.shed++
@@ -94,6 +100,7 @@ func (p *phaseRec) done(at time.Time, lag time.Duration, r result) {
 			s.limited++
 		}
 		s.ref.add(r.latency)
+		s.refWire.addWire(r)
 	case denied:
 		if !p.expectDenied {
 			s.errors++
@@ -102,6 +109,7 @@ func (p *phaseRec) done(at time.Time, lag time.Duration, r result) {
 		}
 		s.denied++
 		s.ref.add(r.latency)
+		s.refWire.addWire(r)
 	default:
 		s.errors++
 		p.errs[r.reason]++
@@ -122,6 +130,7 @@ type totals struct {
 	seconds                                                 int
 	offered, drops, admitted, shed, limited, denied, errors int64
 	adm, ref                                                hist
+	admWire, refWire                                        hist
 }
 
 // sum adds up seconds [from, to) (clamped to the phase).
@@ -141,6 +150,8 @@ func (p *phaseRec) sum(from, to int) *totals {
 		t.errors += s.errors
 		t.adm.merge(&s.adm)
 		t.ref.merge(&s.ref)
+		t.admWire.merge(&s.admWire)
+		t.refWire.merge(&s.refWire)
 	}
 	return t
 }
@@ -152,3 +163,10 @@ func (t *totals) refused() int64 { return t.shed + t.limited }
 
 // sent is how many requests reached the server.
 func (t *totals) sent() int64 { return t.offered - t.drops }
+
+// addWire adds r's latency to the kernel's receipt of its answer, if known.
+func (h *hist) addWire(r result) {
+	if r.wire > 0 {
+		h.add(r.wire)
+	}
+}

@@ -84,6 +84,17 @@ func (r *report) markdown() string {
 			float64(t.denied)/r.refusal.elapsed.Seconds(), d(t.ref.quantile(0.5)), d(t.ref.quantile(0.99)), r.refusal.serverCPU,
 			r.opt.overload, (r.opt.overload-1)*r.capacity, (r.opt.overload-1)*r.capacity*cr.Seconds())
 	}
+	if g, t := r.over.gc, r.over.all(); g.ok && t.sent() > 0 {
+		p("Garbage: during the overload the server allocated %.1f KiB per request sent (admitted or refused) and collected "+
+			"%.1f times a second; the collector used %.2f CPUs (the runtime's estimate).", float64(g.alloc)/float64(t.sent())/1024,
+			float64(g.cycles)/r.over.elapsed.Seconds(), g.cpu)
+		if r.refusal != nil {
+			if rg, rt := r.refusal.gc, r.refusal.all(); rg.ok && rt.denied > 0 {
+				p(" A refusal in the closed loop allocated %.1f KiB.", float64(rg.alloc)/float64(rt.denied)/1024)
+			}
+		}
+		p("\n\n")
+	}
 	p("A request's goroutine waits for a CPU (the runtime's scheduling latency) before it reads the request, "+
 		"authenticates it and reaches the gate; the gate sees only what gets that far. Run-queue wait p99 per second, "+
 		"over the phases (median of seconds; worst second): %s.\n", r.schedSummary())
@@ -141,7 +152,8 @@ func (r *report) markdown() string {
 func (r *report) csv() string {
 	var b strings.Builder
 	b.WriteString("phase,second,offered,dropped,admitted,shed_503,limited_429,errors," +
-		"admitted_p50_us,admitted_p99_us,refused_p50_us,refused_p99_us,vmrss_mib,rssanon_mib,heap_mib,goroutines,threads,runqueue_wait_p99_us\n")
+		"admitted_p50_us,admitted_p99_us,refused_p50_us,refused_p99_us,refused_received_p50_us,refused_received_p99_us," +
+		"vmrss_mib,rssanon_mib,heap_mib,goroutines,threads,runqueue_wait_p99_us,server_cpus\n")
 	for _, ph := range r.phases() {
 		n := int(ph.elapsed.Seconds() + 0.5)
 		for i := range n {
@@ -149,15 +161,21 @@ func (r *report) csv() string {
 			if t.seconds == 0 {
 				break
 			}
-			fmt.Fprintf(&b, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", strings.ReplaceAll(ph.name, ",", ""), i+1,
+			fmt.Fprintf(&b, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", strings.ReplaceAll(ph.name, ",", ""), i+1,
 				t.offered, t.drops, t.admitted, t.shed, t.limited, t.errors,
 				t.adm.quantile(0.5).Microseconds(), t.adm.quantile(0.99).Microseconds(),
-				t.ref.quantile(0.5).Microseconds(), t.ref.quantile(0.99).Microseconds())
+				t.ref.quantile(0.5).Microseconds(), t.ref.quantile(0.99).Microseconds(),
+				t.refWire.quantile(0.5).Microseconds(), t.refWire.quantile(0.99).Microseconds())
 			if x, ok := ph.sampleAt(time.Duration(i+1) * time.Second); ok {
-				fmt.Fprintf(&b, ",%.1f,%.1f,%.1f,%d,%d,%d\n", float64(x.mem.rss)/(1<<20), float64(x.mem.rssAnon)/(1<<20),
+				fmt.Fprintf(&b, ",%.1f,%.1f,%.1f,%d,%d,%d", float64(x.mem.rss)/(1<<20), float64(x.mem.rssAnon)/(1<<20),
 					float64(x.stats.HeapBytes)/(1<<20), x.stats.Goroutines, x.mem.threads, x.stats.SchedP99.Microseconds())
 			} else {
-				b.WriteString(",,,,,,\n")
+				b.WriteString(",,,,,,")
+			}
+			if cpus, ok := ph.cpusBetween(time.Duration(i)*time.Second, time.Duration(i+1)*time.Second); ok {
+				fmt.Fprintf(&b, ",%.2f\n", cpus)
+			} else {
+				b.WriteString(",\n")
 			}
 		}
 	}
@@ -178,6 +196,17 @@ func (p *phaseRec) sampleAt(at time.Duration) (sample, bool) {
 		got, ok = s, true
 	}
 	return got, ok
+}
+
+// cpusBetween is the CPUs the server process used, on average, between
+// the samples nearest to from and to (see sampleAt).
+func (p *phaseRec) cpusBetween(from, to time.Duration) (float64, bool) {
+	a, ok1 := p.sampleAt(from)
+	z, ok2 := p.sampleAt(to)
+	if !ok1 || !ok2 || a.ticks == 0 || z.ticks < a.ticks || z.at <= a.at {
+		return 0, false
+	}
+	return float64(z.ticks-a.ticks) / benchutil.UserHZ / (z.at - a.at).Seconds(), true
 }
 
 // firstLastStats are the server's counters at the start and the end of the

@@ -90,6 +90,21 @@ func TestQuickRun(t *testing.T) {
 	if p50, p99 := over.ref.quantile(0.5), over.ref.quantile(0.99); p50 <= 0 || p99 < p50 {
 		t.Errorf("refusal latency p50 %v, p99 %v", p50, p99)
 	}
+	// Where the kernel stamps the answers' arrival, every refusal has a
+	// received latency, no longer than the one the client saw.
+	if runtime.GOOS == "linux" && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64") {
+		if got := over.refWire.count(); got != uint64(over.shed) {
+			t.Errorf("%d refusals with a received latency, want all %d", got, over.shed)
+		}
+		for _, q := range []float64{0.5, 0.99} {
+			if w, l := over.refWire.quantile(q), over.ref.quantile(q); w <= 0 || w > l {
+				t.Errorf("refusals' received latency q%v %v, seen by the client %v", q, w, l)
+			}
+		}
+	}
+	if cpus, ok := rep.over.cpusBetween(0, rep.over.elapsed); !ok || cpus <= 0 || cpus > float64(runtime.NumCPU()) {
+		t.Errorf("server CPUs over the overload from the samples: %v (ok %v)", cpus, ok)
+	}
 	m := memoryTrend(rep.over)
 	if m.samples < 2 || m.min == 0 || m.max < m.min || rep.afterGC.rss == 0 {
 		t.Errorf("memory: %d samples, min %d, max %d, after GC %d", m.samples, m.min, m.max, rep.afterGC.rss)

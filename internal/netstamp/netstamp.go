@@ -62,6 +62,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 	return sc, nil
 }
 
+// Wrap returns tc recording when the data it reads arrived, for a
+// connection the caller dialled (a client that measures when answers
+// reach it, not when its own goroutine got to them).
+func Wrap(tc *net.TCPConn) *Conn { return newConn(tc) }
+
 // Arrived returns when the data last read from the open connection whose
 // peer is remote arrived, or the zero time if there is none.
 func (l *Listener) Arrived(remote string) time.Time {

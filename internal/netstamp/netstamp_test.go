@@ -211,3 +211,61 @@ func TestHTTPOverTLS(t *testing.T) {
 		t.Fatal("Arrived of a context without a connection is not zero")
 	}
 }
+
+// A connection the caller dialled, wrapped, records when answers reached
+// it as an accepted one does: a client can tell the server's latency from
+// its own wait to read.
+func TestWrapStampsADialledConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	listen(t) // asks the kernel to timestamp, as a server would have
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Wrap(nc.(*net.TCPConn))
+	defer c.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	buf := make([]byte, 16)
+	deadline := time.Now().Add(5 * time.Second)
+	for stampsInKernel && !c.Stamped() {
+		if time.Now().After(deadline) {
+			t.Fatal("no kernel timestamp on a wrapped connection's reads after 5s")
+		}
+		srv.Write([]byte("w"))
+		if _, err := c.Read(buf[:1]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	sent := time.Now()
+	if _, err := srv.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	n, err := c.Read(buf)
+	read := time.Now()
+	if err != nil || string(buf[:n]) != "answer" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	got := c.Arrived()
+	if !stampsInKernel {
+		if got.Before(read.Add(-time.Millisecond)) || got.After(time.Now()) {
+			t.Fatalf("Arrived %v, want about when the read returned (%v)", got, read)
+		}
+		return
+	}
+	if waited := read.Sub(got); waited < 45*time.Millisecond {
+		t.Fatalf("Arrived %v is %v before the read; the answer waited 50ms", got, waited)
+	}
+	if early := sent.Sub(got); early > 5*time.Millisecond {
+		t.Fatalf("Arrived %v is %v before the write", got, early)
+	}
+}
