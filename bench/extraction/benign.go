@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
 	"github.com/aegis-inference/aegis/bench/internal/benchutil"
+	"github.com/aegis-inference/aegis/internal/audit"
 	"github.com/aegis-inference/aegis/internal/config"
 	"github.com/aegis-inference/aegis/internal/ratelimit"
 )
@@ -131,6 +135,11 @@ type overheadRun struct {
 	// The same requests handed to each server's HTTP handler in process,
 	// without the network: the handler's own time.
 	rawInProc, polInProc time.Duration
+	// The servers' own span of the requests that came over the network,
+	// from authentication to the audit record (the records' latency_us):
+	// the mean of the fastest 90%, since the records count whole
+	// microseconds. 0 if the audit logs could not be read.
+	rawSpan, polSpan time.Duration
 }
 
 // unthrottled raises the per-principal rate limits a policy has to a
@@ -213,5 +222,69 @@ func (b *bench) measureOverhead(p *policy) (*overheadRun, error) {
 		slices.Sort(in[i])
 	}
 	o.rawInProc, o.polInProc = benchutil.Percentile(in[0], 0.5), benchutil.Percentile(in[1], 0.5)
+	for i, span := range []*time.Duration{&o.rawSpan, &o.polSpan} {
+		// Halted, so that every record is in the log.
+		if err := ins[i].halt(); err != nil {
+			return nil, err
+		}
+		spans, err := networkSpans(ins[i].audit, clients[i].principal, overheadModel)
+		if err != nil {
+			return nil, fmt.Errorf("%s: audit log: %w", ins[i].policy.name, err)
+		}
+		*span = fastMean(spans, 0.9)
+	}
 	return o, nil
+}
+
+// networkSpans returns the latency_us of the answered (200) requests to
+// model by principal that came over the network, from the audit log at
+// path (rotated files included).
+func networkSpans(path, principal, model string) ([]time.Duration, error) {
+	files, err := audit.Files(path)
+	if err != nil {
+		return nil, err
+	}
+	var spans []time.Duration
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), audit.MaxLineBytes+1)
+		for sc.Scan() {
+			var r struct {
+				Type, Principal, Model, Client string
+				Status                         int
+				Latency                        int64 `json:"latency_us"`
+			}
+			if json.Unmarshal(sc.Bytes(), &r) != nil || r.Type != "request" {
+				continue
+			}
+			if r.Principal == principal && r.Model == model && r.Status == 200 && r.Client != inProcessAddr {
+				spans = append(spans, time.Duration(r.Latency)*time.Microsecond)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return spans, nil
+}
+
+// fastMean is the mean of the fastest share of xs (0 if there are none).
+func fastMean(xs []time.Duration, share float64) time.Duration {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	n := int(float64(len(xs)) * share)
+	if n == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, x := range xs[:n] {
+		sum += x
+	}
+	return sum / time.Duration(n)
 }

@@ -236,6 +236,11 @@ func refused(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusForbidden
 }
 
+// inProcessAddr is the peer address of requests handed to a server's
+// handler in process: port 0, which no connection has, so that the audit
+// records tell them from requests that came over the network.
+const inProcessAddr = "127.0.0.1:0"
+
 // inferInProcess hands one single-row request to the server's HTTP handler
 // in this process, without the network, and returns how long the handler
 // took and the status it answered.
@@ -246,7 +251,7 @@ func (c *client) inferInProcess(model string, x []float64) (time.Duration, int, 
 		return 0, 0, err
 	}
 	req := httptest.NewRequest(http.MethodPost, "/v2/models/"+model+"/infer", bytes.NewReader(body))
-	req.RemoteAddr = "127.0.0.1:40000"
+	req.RemoteAddr = inProcessAddr
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Content-Type", "application/json")
 	w := httptest.NewRecorder()

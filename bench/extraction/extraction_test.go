@@ -82,6 +82,17 @@ func TestQuickRun(t *testing.T) {
 	if rawBenign != 1 {
 		t.Errorf("%d benign runs under raw, want 1", rawBenign)
 	}
+	if len(rep.overhead) == 0 {
+		t.Error("no overhead measured")
+	}
+	for _, o := range rep.overhead {
+		// The servers' own spans come from their audit records: one per
+		// request that came over the network, each shorter than the
+		// slowest answers the client saw.
+		if o.rawSpan <= 0 || o.polSpan <= 0 || o.rawSpan > o.rawP99 || o.polSpan > o.polP99 {
+			t.Errorf("%s: server spans raw %v, policy %v; answers p99 raw %v, policy %v", o.policy, o.rawSpan, o.polSpan, o.rawP99, o.polP99)
+		}
+	}
 	md := rep.markdown()
 	for _, want := range []string{"## Queries to 98% agreement", "## Detection", "## Benign clients", "## Watermark", "## Per-request overhead"} {
 		if !strings.Contains(md, want) {
@@ -104,6 +115,19 @@ func TestQuickRun(t *testing.T) {
 		t.Errorf("report counts %s independent models, want %d", count[1], verified)
 	}
 	t.Logf("%d runs verified against their marks", verified)
+}
+
+func TestFastMean(t *testing.T) {
+	xs := []time.Duration{50, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	if got := fastMean(xs, 0.9); got != 5 {
+		t.Errorf("mean of the fastest 9 of %v = %v, want 5", xs, got)
+	}
+	if xs[0] != 50 {
+		t.Error("fastMean sorted its argument")
+	}
+	if got := fastMean(nil, 0.9); got != 0 {
+		t.Errorf("fastMean(nil) = %v, want 0", got)
+	}
 }
 
 func TestAnswersOf(t *testing.T) {
