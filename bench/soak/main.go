@@ -27,12 +27,14 @@
 //
 // Every second of every phase it records what was offered, admitted (200),
 // shed (503), limited (429), failed and dropped, the latencies of admitted
-// and refused requests (counted by the second they were due), and the
-// server's VmRSS and RssAnon (/proc/PID/status), threads, goroutines and Go
-// heap. The report gives the refusal latency, the admitted p99 under
-// overload against the normal p99, the RSS at the start, the 1-minute
-// mark, its minimum, maximum and end and its trend, the errors, and a
-// verdict for each target; the process exits 1 if a target is missed.
+// and refused requests (counted by the second they were due; also to the
+// kernel's receipt of the answer, which leaves out the harness's own wait
+// to read it), and the server's VmRSS and RssAnon (/proc/PID/status),
+// threads, goroutines, Go heap and CPU time. The report gives the refusal
+// latency, the admitted p99 under overload against the normal p99, the RSS
+// at the start, the 1-minute mark, its minimum, maximum and end and its
+// trend, the garbage per request, the errors, and a verdict for each
+// target; the process exits 1 if a target is missed.
 package main
 
 import (
