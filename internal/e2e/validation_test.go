@@ -1,12 +1,24 @@
 package e2e
 
 import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/aegis-inference/aegis/internal/oip/pb"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/servertest"
+	"github.com/aegis-inference/aegis/internal/tensor"
+	"github.com/aegis-inference/aegis/internal/validate"
 )
 
 // TestInputConstraints: a model's config.yaml constrains input values;
@@ -43,6 +55,93 @@ func TestInputConstraints(t *testing.T) {
 	}
 	byID, _ := a.auditRecords(t)
 	if r := byID[flagged.id]; r == nil || r["flags"] != "validation:range:x" || r["decision"] != "allow" {
+		t.Errorf("audit record of the flagged request: %v", r)
+	}
+	if r := byID[o.id]; r == nil || r["status"].(float64) != 400 {
+		t.Errorf("audit record of the refused request: %v", r)
+	}
+}
+
+// TestInputOutOfDistribution: a model's config.yaml turns on the
+// out-of-distribution check, fitted when the model loads from the
+// reference sample shipped with it. A natural digit is served; a query of
+// uniform random pixels, inside any range rule, is refused with 400 over
+// both transports under reject, and served with its audit record flagged
+// under flag.
+func TestInputOutOfDistribution(t *testing.T) {
+	repo := t.TempDir()
+	ref, err := os.ReadFile(filepath.Join(servertest.RepoRoot(t), "testdata", "extraction", "digits-reference.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for model, action := range map[string]string{"digits": "reject", "digits_flag": "flag"} {
+		copyFixture(t, repo, "digits", model, "1")
+		writeFile(t, filepath.Join(repo, model, "reference.json"), ref)
+		writeFile(t, filepath.Join(repo, model, "config.yaml"), []byte("validation:\n  inputs:\n    input: {min: 0, max: 16}\n"+
+			"  ood: {input: input, reference: reference.json, action: "+action+"}\n"))
+	}
+	policy := strings.Replace(accessPolicy, `models: ["digits"]`, `models: ["digits", "digits_flag"]`, 1)
+	cfg, sec := servertest.SecureConfig(t, repo, policy)
+	key := "Bearer " + servertest.CreateKey(t, cfg, "scorer", []string{"scorer"}, pipeline.Scopes{}, 0)
+	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
+	hc := a.httpClient(t, nil)
+	gc := a.grpcClient(t, nil)
+
+	// A held-out digit the same check, fitted the same way, finds normal.
+	checker, err := validate.Compile(&validate.Rules{OOD: &validate.OODRule{Input: "input", Reference: "digits-reference.json"}},
+		[]tensor.Spec{{Name: "input", DType: tensor.FP32, Shape: []int64{-1, 64}}}, filepath.Join(servertest.RepoRoot(t), "testdata", "extraction"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held struct {
+		Inputs [][]float32 `json:"inputs"`
+	}
+	b, err := os.ReadFile(filepath.Join(servertest.RepoRoot(t), "testdata", "digits", "heldout.json"))
+	if err != nil || json.Unmarshal(b, &held) != nil {
+		t.Fatalf("held-out digits: %v", err)
+	}
+	var natural []float32
+	for _, x := range held.Inputs {
+		in := &tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{1, 64}}
+		for _, v := range x {
+			in.Data = binary.LittleEndian.AppendUint32(in.Data, math.Float32bits(v))
+		}
+		if _, err := checker.Check([]*tensor.Tensor{in}); err == nil {
+			natural = x
+			break
+		}
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	random := make([]float32, 64)
+	for i := range random {
+		random[i] = float32(int(16*rng.Float64()*100)) / 100
+	}
+	body := func(x []float32) []byte {
+		js, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "input", "datatype": "FP32", "shape": []int{1, 64}, "data": x}}})
+		return js
+	}
+
+	if o := a.rest(t, hc, "POST", servertest.Path("digits", ""), key, body(natural)); o.status != 200 {
+		t.Fatalf("natural digit: %+v", o)
+	}
+	o := a.rest(t, hc, "POST", servertest.Path("digits", ""), key, body(random))
+	if o.status != 400 || !strings.Contains(o.msg, "out of distribution") || strings.Contains(o.msg, strconv.FormatFloat(float64(random[0]), 'g', -1, 32)) {
+		t.Errorf("uniform random pixels over REST: %d %q, want 400 naming the rule, not the values", o.status, o.msg)
+	}
+	_, err = gc.ModelInfer(withAuth(key), grpcDigits(grpcInput("input", "FP32", []int64{1, 64}, &pb.InferTensorContents{Fp32Contents: random})))
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "out of distribution") {
+		t.Errorf("uniform random pixels over gRPC: %v, want InvalidArgument", err)
+	}
+	_, err = gc.ModelInfer(withAuth(key), grpcDigits(grpcInput("input", "FP32", []int64{1, 64}, &pb.InferTensorContents{Fp32Contents: natural})))
+	if err != nil {
+		t.Errorf("natural digit over gRPC: %v", err)
+	}
+	flagged := a.rest(t, hc, "POST", servertest.Path("digits_flag", ""), key, body(random))
+	if flagged.status != 200 {
+		t.Fatalf("flag action: %+v", flagged)
+	}
+	byID, _ := a.auditRecords(t)
+	if r := byID[flagged.id]; r == nil || r["flags"] != "validation:ood:input" || r["decision"] != "allow" {
 		t.Errorf("audit record of the flagged request: %v", r)
 	}
 	if r := byID[o.id]; r == nil || r["status"].(float64) != 400 {

@@ -142,3 +142,39 @@ func Decode(b []byte) (*Model, error) {
 		samples: f.Samples, fpr: f.FPR, shrinkage: f.Shrinkage,
 	}, nil
 }
+
+// MaxSampleBytes bounds a reference sample file.
+const MaxSampleBytes = 64 << 20
+
+// ReadSample reads a reference sample of normal inputs: JSON
+// {"inputs": [[...], ...]}, rows of dim values each, at least twice as
+// many rows as features (what Fit needs for a stable covariance), the file
+// at most MaxSampleBytes.
+func ReadSample(path string, dim int) ([][]float32, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() > MaxSampleBytes {
+		return nil, fmt.Errorf("%d bytes, over %d", fi.Size(), MaxSampleBytes)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ref struct {
+		Inputs [][]float32 `json:"inputs"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		return nil, err
+	}
+	if len(ref.Inputs) < 2*dim {
+		return nil, fmt.Errorf("%d rows, want at least %d (twice the features)", len(ref.Inputs), 2*dim)
+	}
+	for r, row := range ref.Inputs {
+		if len(row) != dim {
+			return nil, fmt.Errorf("row %d has %d values, want %d", r, len(row), dim)
+		}
+	}
+	return ref.Inputs, nil
+}

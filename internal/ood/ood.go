@@ -22,6 +22,7 @@
 package ood
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -114,15 +115,38 @@ func (m *Model) Score(x []float32) float64 {
 		return math.Inf(1)
 	}
 	var buf [256]float64
-	var d []float64
-	if m.dim <= len(buf) {
-		d = buf[:m.dim]
-	} else {
-		d = make([]float64, m.dim)
-	}
+	d := m.centred(buf[:0])
 	for i, v := range x {
 		d[i] = float64(v) - m.mean[i]
 	}
+	return m.distance(d)
+}
+
+// ScoreLE is Score for a row as a tensor holds it: Dim little-endian FP32
+// values (+Inf for any other length).
+func (m *Model) ScoreLE(row []byte) float64 {
+	if len(row) != 4*m.dim {
+		return math.Inf(1)
+	}
+	var buf [256]float64
+	d := m.centred(buf[:0])
+	for i := range d {
+		d[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))) - m.mean[i]
+	}
+	return m.distance(d)
+}
+
+// centred returns a slice of Dim values for the centred input: buf's
+// array when it is large enough (no allocation for up to 256 features).
+func (m *Model) centred(buf []float64) []float64 {
+	if m.dim <= cap(buf) {
+		return buf[:m.dim]
+	}
+	return make([]float64, m.dim)
+}
+
+// distance is the whitened length of the centred input d.
+func (m *Model) distance(d []float64) float64 {
 	var s float64
 	w := m.whiten
 	for i := range d {

@@ -2,6 +2,7 @@ package ood
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -168,10 +170,57 @@ func TestScoreFailsClosed(t *testing.T) {
 			if s := m.Score(tt.x); !math.IsInf(s, 1) {
 				t.Errorf("Score = %v, want +Inf", s)
 			}
+			if s := m.ScoreLE(le(tt.x)); !math.IsInf(s, 1) {
+				t.Errorf("ScoreLE = %v, want +Inf", s)
+			}
 			if !m.OOD(tt.x) {
 				t.Error("OOD = false, want true")
 			}
 		})
+	}
+}
+
+// le encodes x as a tensor holds it: little-endian FP32.
+func le(x []float32) []byte {
+	b := make([]byte, 0, 4*len(x))
+	for _, v := range x {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return b
+}
+
+// ScoreLE scores a tensor's row bytes exactly as Score scores the values,
+// for models small enough to score on the stack and larger ones.
+func TestScoreLEMatchesScore(t *testing.T) {
+	m := fitDigits(t)
+	for i, x := range heldout(t)[:100] {
+		x32 := to32(x)
+		if a, b := m.Score(x32), m.ScoreLE(le(x32)); a != b || math.IsInf(a, 0) {
+			t.Fatalf("held-out row %d: Score %v, ScoreLE %v", i, a, b)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const dim = 300 // above Score's stack buffer
+	ref := make([][]float64, 2*dim)
+	for i := range ref {
+		ref[i] = make([]float64, dim)
+		for j := range ref[i] {
+			ref[i][j] = rng.NormFloat64()
+		}
+	}
+	big, err := Fit(ref, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, dim)
+	for j := range x {
+		x[j] = float32(rng.NormFloat64())
+	}
+	if a, b := big.Score(x), big.ScoreLE(le(x)); a != b || math.IsInf(a, 0) {
+		t.Fatalf("%d features: Score %v, ScoreLE %v", dim, a, b)
+	}
+	if s := big.ScoreLE(le(x)[:4*dim-1]); !math.IsInf(s, 1) {
+		t.Errorf("ScoreLE of a partial row = %v, want +Inf", s)
 	}
 }
 
@@ -323,4 +372,73 @@ func BenchmarkScore(b *testing.B) {
 		s += m.Score(xs[i%len(xs)])
 	}
 	_ = s
+}
+
+func TestReadSample(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.json", `{"inputs": [[1, 2], [3, 4], [5, 6], [7, 8.5]]}`)
+	rows, err := ReadSample(good, 2)
+	if err != nil || len(rows) != 4 || rows[3][1] != 8.5 {
+		t.Fatalf("ReadSample = %v, %v", rows, err)
+	}
+	for _, tc := range []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "nope.json"), "no such file"},
+		{"not JSON", write("bad.json", `{"inputs": [[1, 2]`), "unexpected end"},
+		{"too few rows", write("few.json", `{"inputs": [[1, 2], [3, 4], [5, 6]]}`), "3 rows, want at least 4"},
+		{"short row", write("short.json", `{"inputs": [[1, 2], [3], [5, 6], [7, 8]]}`), "row 1 has 1 values, want 2"},
+	} {
+		if _, err := ReadSample(tc.path, 2); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	big := filepath.Join(dir, "big.json")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(MaxSampleBytes + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := ReadSample(big, 2); err == nil || !strings.Contains(err.Error(), "over") {
+		t.Errorf("oversized file: %v", err)
+	}
+}
+
+// BenchmarkScoreLE scores a tensor row of 64 (digits) and 784 (an MNIST
+// image) features, fitted to a standard normal sample.
+func BenchmarkScoreLE(b *testing.B) {
+	for _, dim := range []int{64, 784} {
+		b.Run(strconv.Itoa(dim), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, uint64(dim)))
+			ref := make([][]float64, 2*dim)
+			for i := range ref {
+				ref[i] = make([]float64, dim)
+				for j := range ref[i] {
+					ref[i][j] = rng.NormFloat64()
+				}
+			}
+			m, err := Fit(ref, DefaultOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			x := make([]float32, dim)
+			for j := range x {
+				x[j] = float32(rng.NormFloat64())
+			}
+			row := le(x)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				m.ScoreLE(row)
+			}
+		})
+	}
 }

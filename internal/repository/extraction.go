@@ -1,12 +1,11 @@
 package repository
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 
+	"github.com/aegis-inference/aegis/internal/ood"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
 
@@ -38,9 +37,6 @@ type ExtractionSpec struct {
 	Reference [][]float32
 }
 
-// maxReferenceBytes bounds a reference file.
-const maxReferenceBytes = 64 << 20
-
 // loadExtraction checks c against the version's inputs and outputs and
 // reads its reference sample.
 func loadExtraction(c *ExtractionConfig, modelDir string, inputs, outputs []tensor.Spec) (*ExtractionSpec, error) {
@@ -66,31 +62,10 @@ func loadExtraction(c *ExtractionConfig, modelDir string, inputs, outputs []tens
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(modelDir, path)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("extraction.reference: %w", err)
-	}
-	if fi.Size() > maxReferenceBytes {
-		return nil, fmt.Errorf("extraction.reference: %d bytes, over %d", fi.Size(), maxReferenceBytes)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("extraction.reference: %w", err)
-	}
-	var ref struct {
-		Inputs [][]float32 `json:"inputs"`
-	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		return nil, fmt.Errorf("extraction.reference: %w", err)
-	}
 	dim := int(in.Shape[1])
-	if len(ref.Inputs) < 2*dim {
-		return nil, fmt.Errorf("extraction.reference: %d rows, want at least %d (twice the features)", len(ref.Inputs), 2*dim)
+	ref, err := ood.ReadSample(path, dim)
+	if err != nil {
+		return nil, fmt.Errorf("extraction.reference: %w", err)
 	}
-	for r, row := range ref.Inputs {
-		if len(row) != dim {
-			return nil, fmt.Errorf("extraction.reference: row %d has %d values, want %d", r, len(row), dim)
-		}
-	}
-	return &ExtractionSpec{Input: c.Input, LabelOutput: c.LabelOutput, Dim: dim, Reference: ref.Inputs}, nil
+	return &ExtractionSpec{Input: c.Input, LabelOutput: c.LabelOutput, Dim: dim, Reference: ref}, nil
 }

@@ -199,7 +199,7 @@ func loadVersion(dir, name string, n int64, rt config.Runtime, policy *deploy.Po
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	checker, err := validate.Compile(mc.Validation, s.Inputs())
+	checker, err := validate.Compile(mc.Validation, s.Inputs(), filepath.Dir(dir))
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: %s: %w", dir, ConfigFile, err)

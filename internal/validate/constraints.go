@@ -2,13 +2,16 @@ package validate
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/aegis-inference/aegis/internal/apierr"
+	"github.com/aegis-inference/aegis/internal/ood"
 	"github.com/aegis-inference/aegis/internal/tensor"
 )
 
@@ -34,6 +37,31 @@ const (
 //	      action: flag
 type Rules struct {
 	Inputs map[string]InputRule `yaml:"inputs"`
+	// OOD checks every row of one input against a reference sample of
+	// normal inputs supplied with the model.
+	OOD *OODRule `yaml:"ood"`
+}
+
+// OODRule is the out-of-distribution check: each row of Input (FP32
+// [batch, features]) is scored by its Mahalanobis distance from the
+// reference sample (internal/ood, fitted when the model loads), and a row
+// above the threshold calibrated at FPR is a violation:
+//
+//	validation:
+//	  ood:
+//	    input: input
+//	    reference: reference.json   # {"inputs": [[...], ...]}, relative to the model directory
+//	    fpr: 0.01                   # share of normal inputs flagged (default 0.01)
+//	    action: flag
+//
+// A calibrated check refuses about FPR of normal inputs too: flag or count
+// shows how often it fires before reject is chosen.
+type OODRule struct {
+	Input     string  `yaml:"input"`
+	Reference string  `yaml:"reference"`
+	FPR       float64 `yaml:"fpr"`
+	// Action is reject (default), flag or count.
+	Action string `yaml:"action"`
 }
 
 // InputRule constrains one input's values.
@@ -60,9 +88,18 @@ type InputRule struct {
 // for concurrent use.
 type Checker struct {
 	rules []compiledRule // by input position
+	ood   *oodCheck      // nil without an ood rule
 	// Violations counts violations per input position, whatever the
 	// action.
 	violations []atomic.Int64
+}
+
+// oodCheck is a compiled OODRule.
+type oodCheck struct {
+	input  int // position among the model's inputs
+	name   string
+	model  *ood.Model
+	action string
 }
 
 type compiledRule struct {
@@ -79,8 +116,10 @@ type compiledRule struct {
 	active   bool
 }
 
-// Compile checks rules against a model's input specs and prepares them.
-func Compile(r *Rules, specs []tensor.Spec) (*Checker, error) {
+// Compile checks rules against a model's input specs and prepares them;
+// an ood rule's reference sample is read (a relative path from dir) and
+// fitted.
+func Compile(r *Rules, specs []tensor.Spec, dir string) (*Checker, error) {
 	c := &Checker{rules: make([]compiledRule, len(specs)), violations: make([]atomic.Int64, len(specs))}
 	for i, s := range specs {
 		c.rules[i] = compiledRule{name: s.Name, dtype: s.DType, min: math.Inf(-1), max: math.Inf(1), action: ActionReject}
@@ -133,7 +172,62 @@ func Compile(r *Rules, specs []tensor.Spec) (*Checker, error) {
 			}
 		}
 	}
+	if r.OOD != nil {
+		oc, err := compileOOD(r.OOD, specs, dir)
+		if err != nil {
+			return nil, fmt.Errorf("validation.ood: %w", err)
+		}
+		c.ood = oc
+	}
 	return c, nil
+}
+
+func compileOOD(r *OODRule, specs []tensor.Spec, dir string) (*oodCheck, error) {
+	i := slices.IndexFunc(specs, func(s tensor.Spec) bool { return s.Name == r.Input })
+	if i < 0 {
+		return nil, fmt.Errorf("input: the model has no input %q", r.Input)
+	}
+	in := specs[i]
+	if in.DType != tensor.FP32 || len(in.Shape) != 2 || in.Shape[1] < 1 || in.Shape[1] > ood.MaxDim {
+		return nil, fmt.Errorf("input: %q is %s %v, want FP32 [batch, features] with 1 to %d features", r.Input, in.DType, in.Shape, ood.MaxDim)
+	}
+	oc := &oodCheck{input: i, name: r.Input, action: ActionReject}
+	switch r.Action {
+	case "", ActionReject:
+	case ActionFlag, ActionCount:
+		oc.action = r.Action
+	default:
+		return nil, fmt.Errorf("action: %q is not reject, flag or count", r.Action)
+	}
+	opts := ood.DefaultOptions()
+	if r.FPR != 0 {
+		if !(r.FPR > 0 && r.FPR <= 0.5) {
+			return nil, fmt.Errorf("fpr: %v; want a rate in (0, 0.5], or 0 for %v", r.FPR, opts.FPR)
+		}
+		opts.FPR = r.FPR
+	}
+	if r.Reference == "" {
+		return nil, errors.New("reference: must be set")
+	}
+	path := r.Reference
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	sample, err := ood.ReadSample(path, int(in.Shape[1]))
+	if err != nil {
+		return nil, fmt.Errorf("reference: %w", err)
+	}
+	rows := make([][]float64, len(sample))
+	for k, row := range sample {
+		rows[k] = make([]float64, len(row))
+		for j, v := range row {
+			rows[k][j] = float64(v)
+		}
+	}
+	if oc.model, err = ood.Fit(rows, opts); err != nil {
+		return nil, err
+	}
+	return oc, nil
 }
 
 // Result is what a check found that did not refuse the request.
@@ -160,15 +254,45 @@ func (c *Checker) Check(inputs []*tensor.Tensor) (Result, error) {
 		if what == "" {
 			continue
 		}
-		c.violations[i].Add(1)
-		switch cr.action {
-		case ActionReject:
-			return res, apierr.Invalid("input %q: %s", cr.name, what)
-		case ActionFlag:
-			res.Flags = append(res.Flags, "validation:"+ruleName(what)+":"+cr.name)
+		if err := c.violated(i, cr.name, cr.action, what, &res); err != nil {
+			return res, err
+		}
+	}
+	if oc := c.ood; oc != nil && oc.input < len(inputs) && inputs[oc.input] != nil && oc.outOfDistribution(inputs[oc.input]) {
+		if err := c.violated(oc.input, oc.name, oc.action, msgOOD, &res); err != nil {
+			return res, err
 		}
 	}
 	return res, nil
+}
+
+// violated counts a violation of what by input i and takes action: an
+// error to refuse with, or a flag in res.
+func (c *Checker) violated(i int, name, action, what string, res *Result) error {
+	c.violations[i].Add(1)
+	switch action {
+	case ActionReject:
+		return apierr.Invalid("input %q: %s", name, what)
+	case ActionFlag:
+		res.Flags = append(res.Flags, "validation:"+ruleName(what)+":"+name)
+	}
+	return nil
+}
+
+// outOfDistribution reports whether any row of t is out of distribution
+// (or t does not split into whole rows: fail closed).
+func (oc *oodCheck) outOfDistribution(t *tensor.Tensor) bool {
+	n := 4 * oc.model.Dim()
+	if len(t.Data)%n != 0 {
+		return true
+	}
+	th := oc.model.Threshold()
+	for r := 0; r < len(t.Data); r += n {
+		if !(oc.model.ScoreLE(t.Data[r:r+n]) <= th) {
+			return true
+		}
+	}
+	return false
 }
 
 // Violations returns how many violations each input has had, by name.
@@ -190,6 +314,8 @@ func ruleName(what string) string {
 		return "allowed"
 	case msgFinite:
 		return "finite"
+	case msgOOD:
+		return "ood"
 	}
 	return "string"
 }
@@ -201,6 +327,7 @@ const (
 	msgStringLen     = "a string's length is outside the allowed range"
 	msgUTF8          = "a string is not valid UTF-8"
 	msgAllowedString = "a string is not one of the allowed values"
+	msgOOD           = "a row is out of distribution"
 )
 
 // violation returns what t violates, or "".

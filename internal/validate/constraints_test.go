@@ -28,7 +28,7 @@ func TestConstraints(t *testing.T) {
 		"s": {MaxStringBytes: 4, AllowedStrings: []string{"yes", "no"}, Action: ActionFlag},
 		"k": {Allowed: []float64{1, 2, 3}, Action: ActionCount},
 	}}
-	c, err := Compile(rules, specs)
+	c, err := Compile(rules, specs, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestConstraintsCompileErrors(t *testing.T) {
 		{"string rule on numbers", Rules{Inputs: map[string]InputRule{"x": {MaxStringBytes: 3}}}, "string constraints"},
 		{"number rule on strings", Rules{Inputs: map[string]InputRule{"s": {Min: ptr(0)}}}, "numeric constraints"},
 	} {
-		if _, err := Compile(&tc.r, specs); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := Compile(&tc.r, specs, ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
@@ -116,7 +116,7 @@ func TestFP16(t *testing.T) {
 
 // BenchmarkCheck: a range rule over the 784 inputs of an MLP request.
 func BenchmarkCheck(b *testing.B) {
-	c, _ := Compile(&Rules{Inputs: map[string]InputRule{"x": {Min: ptr(-10), Max: ptr(10)}}}, []tensor.Spec{{Name: "x", DType: tensor.FP32}})
+	c, _ := Compile(&Rules{Inputs: map[string]InputRule{"x": {Min: ptr(-10), Max: ptr(10)}}}, []tensor.Spec{{Name: "x", DType: tensor.FP32}}, "")
 	vs := make([]float32, 784)
 	in := []*tensor.Tensor{f32(vs...)}
 	for b.Loop() {
