@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aegis-inference/aegis/bench/extraction/attack"
@@ -45,7 +46,14 @@ type reply struct {
 	latency    time.Duration
 	retryAfter time.Duration // the Retry-After of a 429, if any
 	waited     time.Duration // time spent waiting out 429s (patient)
+	// screened: a 400 from an input validation rule (a value range, the
+	// out-of-distribution check): the defence refused the query. Any
+	// other 400 is the harness's fault.
+	screened bool
 }
+
+// refused reports whether a defence refused the request.
+func (r reply) refused() bool { return refused(r.status) || r.screened }
 
 // infer sends xs as one request (a batch of len(xs) rows) to model.
 func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply, error) {
@@ -78,6 +86,14 @@ func (c *client) infer(ctx context.Context, model string, xs [][]float64) (reply
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
 			r.retryAfter = time.Duration(secs * float64(time.Second))
+		}
+	}
+	if resp.StatusCode == http.StatusBadRequest {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil {
+			r.screened = strings.Contains(e.Error, "out of distribution") || strings.Contains(e.Error, "outside the allowed range")
 		}
 	}
 	if resp.StatusCode != http.StatusOK {

@@ -26,9 +26,9 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server for every scenario")
 	}
-	policies := []string{"raw", "detect", "round", "harden", "hardened", "watermark"}
+	policies := []string{"raw", "detect", "round", "harden", "hardened", "watermark", "screen"}
 	if raceEnabled {
-		policies = []string{"raw", "hardened"}
+		policies = []string{"raw", "hardened", "screen"}
 	}
 	opt := options{
 		seeds: 1, policies: policies,
@@ -66,6 +66,12 @@ func TestQuickRun(t *testing.T) {
 				t.Errorf("%s under %s: %d queries sent, fewer than the attack's own %d", s.name, p.name, r.sent, r.curve[len(r.curve)-1].own)
 			}
 		}
+	}
+	// Input validation that refuses: uniform random queries are out of
+	// distribution, so equation-solving is refused, counted as refusals
+	// (a 400 naming the rule), not as errors.
+	if runs := rep.runsOf("screen", "eqsolve@logreg"); len(runs) != 1 || runs[0].refused == 0 {
+		t.Errorf("equation-solving under screen: %d runs, refused %v; want refusals", len(runs), runs)
 	}
 	var rawBenign int
 	for _, b := range rep.benign {

@@ -65,7 +65,7 @@ func (o *principalOracle) Query(ctx context.Context, xs [][]float64) ([]attack.A
 		case r.status == 200:
 			o.streak = 0
 			out = append(out, r.answers[0])
-		case refused(r.status):
+		case r.refused():
 			o.m.refused++
 			o.streak++
 			out = append(out, attack.Answer{Label: -1, Refused: true})

@@ -426,5 +426,10 @@ func (r *report) overheadTable(b *strings.Builder) {
 			}
 		}
 	}
+	for _, o := range r.overhead {
+		if o.screened > 0 {
+			w("\n%s: %d of the held-out digits are refused by its input validation and left out of the measurement.\n", o.policy, o.screened)
+		}
+	}
 	w("\n")
 }
