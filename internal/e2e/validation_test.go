@@ -50,14 +50,21 @@ func TestInputConstraints(t *testing.T) {
 	}
 	flagged := a.rest(t, hc, "POST", servertest.Path("dtype_fp32", ""), key,
 		[]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[0.5,2,0]}]}`))
+	checkValidationRecords(t, a, flagged, "validation:range:x", o)
+}
+
+// checkValidationRecords checks that flagged was served and its audit
+// record carries flag, and that refused's record has status 400.
+func checkValidationRecords(t *testing.T, a *accessServer, flagged outcome, flag string, refused outcome) {
+	t.Helper()
 	if flagged.status != 200 {
-		t.Fatalf("flag rule: %+v", flagged)
+		t.Fatalf("flag action: %+v", flagged)
 	}
 	byID, _ := a.auditRecords(t)
-	if r := byID[flagged.id]; r == nil || r["flags"] != "validation:range:x" || r["decision"] != "allow" {
+	if r := byID[flagged.id]; r == nil || r["flags"] != flag || r["decision"] != "allow" {
 		t.Errorf("audit record of the flagged request: %v", r)
 	}
-	if r := byID[o.id]; r == nil || r["status"].(float64) != 400 {
+	if r := byID[refused.id]; r == nil || r["status"].(float64) != 400 {
 		t.Errorf("audit record of the refused request: %v", r)
 	}
 }
@@ -137,14 +144,5 @@ func TestInputOutOfDistribution(t *testing.T) {
 		t.Errorf("natural digit over gRPC: %v", err)
 	}
 	flagged := a.rest(t, hc, "POST", servertest.Path("digits_flag", ""), key, body(random))
-	if flagged.status != 200 {
-		t.Fatalf("flag action: %+v", flagged)
-	}
-	byID, _ := a.auditRecords(t)
-	if r := byID[flagged.id]; r == nil || r["flags"] != "validation:ood:input" || r["decision"] != "allow" {
-		t.Errorf("audit record of the flagged request: %v", r)
-	}
-	if r := byID[o.id]; r == nil || r["status"].(float64) != 400 {
-		t.Errorf("audit record of the refused request: %v", r)
-	}
+	checkValidationRecords(t, a, flagged, "validation:ood:input", o)
 }

@@ -189,6 +189,29 @@ func le(x []float32) []byte {
 	return b
 }
 
+// normalFit fits a model to 2×dim standard normal rows and returns it with
+// one more such row.
+func normalFit(t testing.TB, dim int, seed uint64) (*Model, []float32) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, uint64(dim)))
+	ref := make([][]float64, 2*dim)
+	for i := range ref {
+		ref[i] = make([]float64, dim)
+		for j := range ref[i] {
+			ref[i][j] = rng.NormFloat64()
+		}
+	}
+	m, err := Fit(ref, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, dim)
+	for j := range x {
+		x[j] = float32(rng.NormFloat64())
+	}
+	return m, x
+}
+
 // ScoreLE scores a tensor's row bytes exactly as Score scores the values,
 // for models small enough to score on the stack and larger ones.
 func TestScoreLEMatchesScore(t *testing.T) {
@@ -199,23 +222,8 @@ func TestScoreLEMatchesScore(t *testing.T) {
 			t.Fatalf("held-out row %d: Score %v, ScoreLE %v", i, a, b)
 		}
 	}
-	rng := rand.New(rand.NewPCG(3, 4))
 	const dim = 300 // above Score's stack buffer
-	ref := make([][]float64, 2*dim)
-	for i := range ref {
-		ref[i] = make([]float64, dim)
-		for j := range ref[i] {
-			ref[i][j] = rng.NormFloat64()
-		}
-	}
-	big, err := Fit(ref, DefaultOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := make([]float32, dim)
-	for j := range x {
-		x[j] = float32(rng.NormFloat64())
-	}
+	big, x := normalFit(t, dim, 3)
 	if a, b := big.Score(x), big.ScoreLE(le(x)); a != b || math.IsInf(a, 0) {
 		t.Fatalf("%d features: Score %v, ScoreLE %v", dim, a, b)
 	}
@@ -417,22 +425,7 @@ func TestReadSample(t *testing.T) {
 func BenchmarkScoreLE(b *testing.B) {
 	for _, dim := range []int{64, 784} {
 		b.Run(strconv.Itoa(dim), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, uint64(dim)))
-			ref := make([][]float64, 2*dim)
-			for i := range ref {
-				ref[i] = make([]float64, dim)
-				for j := range ref[i] {
-					ref[i][j] = rng.NormFloat64()
-				}
-			}
-			m, err := Fit(ref, DefaultOptions())
-			if err != nil {
-				b.Fatal(err)
-			}
-			x := make([]float32, dim)
-			for j := range x {
-				x[j] = float32(rng.NormFloat64())
-			}
+			m, x := normalFit(b, dim, 1)
 			row := le(x)
 			b.ReportAllocs()
 			b.ResetTimer()
