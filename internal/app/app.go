@@ -311,6 +311,7 @@ func (s *Server) adminAPI() http.Handler {
 	if s.monitors != nil {
 		o.ExtractionStatus = func() any { return s.monitors.Status() }
 	}
+	o.Metrics = s.Metrics
 	o.VerifyWatermark = func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error) {
 		return s.VerifyWatermark(ctx, model, inputs, labels)
 	}

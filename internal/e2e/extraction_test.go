@@ -3,11 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -75,6 +77,32 @@ func TestExtractionMonitoring(t *testing.T) {
 	}
 	if o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", attacker, nil); o.status != 403 {
 		t.Errorf("extraction status for a scorer: %d, want 403", o.status)
+	}
+	// The metrics give every principal's risk, as the status does.
+	risk := map[string]float64{}
+	for _, sub := range st.Subjects {
+		risk[sub.Subject] = sub.Risk
+	}
+	m := scrape(t, a, hc, operator)
+	for _, id := range []string{attackerID, benignID} {
+		key := `aegis_extraction_risk{model="digits",subject="` + id + `",kind="principal"}`
+		if got, ok := m[key]; !ok || got != risk[id] {
+			t.Errorf("%s = %v (present: %v); the status says %v", key, got, ok, risk[id])
+		}
+	}
+	if risk[attackerID] < 0.6 || risk[benignID] >= 0.5 {
+		t.Errorf("risk: attacker %v, benign %v", risk[attackerID], risk[benignID])
+	}
+	if got := m[`aegis_extraction_alerts_total{model="digits"}`]; got < 1 {
+		t.Errorf("aegis_extraction_alerts_total = %v, want at least 1", got)
+	}
+	if got, sent := m["aegis_requests_admitted_total"], float64(200+throttledAt); got < sent {
+		t.Errorf("aegis_requests_admitted_total = %v, want at least the %v inference requests sent", got, sent)
+	}
+	for who, auth := range map[string]string{"a scorer": attacker, "no credential": ""} {
+		if o := a.rest(t, hc, "GET", "/admin/v1/metrics", auth, nil); o.status != 403 && o.status != 401 || (auth == "" && o.status != 401) {
+			t.Errorf("metrics for %s: %d, want 401 without a credential, 403 without audit:read", who, o.status)
+		}
 	}
 	_, all := a.auditRecords(t)
 	events := 0
@@ -196,6 +224,39 @@ type modelStatus struct {
 
 // extractionStatus asks the admin API for the monitoring status, which
 // must cover one model, and returns that model's.
+// scrape reads GET /admin/v1/metrics as an operator: each sample's value
+// by its name and labels as written.
+func scrape(t *testing.T, a *accessServer, hc *http.Client, operator string) map[string]float64 {
+	t.Helper()
+	req, err := http.NewRequest("GET", a.srv.HTTPURL+"/admin/v1/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", operator)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("metrics: %d %s: %.300s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("metrics line %q", line)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
 func extractionStatus(t *testing.T, a *accessServer, hc *http.Client, operator string) modelStatus {
 	t.Helper()
 	o := a.rest(t, hc, "GET", "/admin/v1/extraction/status", operator, nil)

@@ -202,6 +202,13 @@ func TestSheddingLateArrivals(t *testing.T) {
 	if statuses["rest 503"] != 6 || statuses["grpc Unavailable"] != 6 {
 		t.Fatalf("statuses %v: want every request shed once the standing queue is found", statuses)
 	}
+	// After an idle interval the gate admits again, and the metrics count
+	// the refusals as late.
+	time.Sleep(250 * time.Millisecond)
+	m := scrape(t, a, hc, "Bearer "+a.keys["operator"])
+	if late, shed := m[`aegis_shed_refused_total{reason="late"}`], m[`aegis_requests_refused_total{reason="shed"}`]; late < 12 || shed != late+m[`aegis_shed_refused_total{reason="early"}`]+m[`aegis_shed_refused_total{reason="full"}`] {
+		t.Errorf("metrics: %v shed late, %v refused by the gate; want at least the 12 shed here, every one counted once", late, shed)
+	}
 	byID, _ := a.auditRecords(t)
 	for _, id := range shedIDs {
 		r := byID[id]

@@ -90,6 +90,7 @@ func TestInputOutOfDistribution(t *testing.T) {
 	policy := strings.Replace(accessPolicy, `models: ["digits"]`, `models: ["digits", "digits_flag"]`, 1)
 	cfg, sec := servertest.SecureConfig(t, repo, policy)
 	key := "Bearer " + servertest.CreateKey(t, cfg, "scorer", []string{"scorer"}, pipeline.Scopes{}, 0)
+	operator := "Bearer " + servertest.CreateKey(t, cfg, "operator", []string{"operator"}, pipeline.Scopes{}, 0)
 	a := &accessServer{sec: sec, cfg: cfg, srv: servertest.Start(t, cfg)}
 	hc := a.httpClient(t, nil)
 	gc := a.grpcClient(t, nil)
@@ -144,5 +145,12 @@ func TestInputOutOfDistribution(t *testing.T) {
 		t.Errorf("natural digit over gRPC: %v", err)
 	}
 	flagged := a.rest(t, hc, "POST", servertest.Path("digits_flag", ""), key, body(random))
+	// Violations are counted whatever the action: two refused, one flagged.
+	m := scrape(t, a, hc, operator)
+	for model, want := range map[string]float64{"digits": 2, "digits_flag": 1} {
+		if got := m[`aegis_validation_violations_total{model="`+model+`",version="1",input="input"}`]; got != want {
+			t.Errorf("%s: %v violations in the metrics, want %v", model, got, want)
+		}
+	}
 	checkValidationRecords(t, a, flagged, "validation:ood:input", o)
 }

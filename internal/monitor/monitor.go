@@ -56,6 +56,7 @@ type entry struct {
 	spec   *repository.ExtractionSpec
 	mu     sync.Mutex
 	alerts []extraction.Alert // the latest maxAlerts, oldest first
+	raised uint64             // alerts since the model's monitor started; guarded by mu
 	done   chan struct{}
 }
 
@@ -123,6 +124,7 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 				e.alerts = e.alerts[1:]
 			}
 			e.alerts = append(e.alerts, a)
+			e.raised++
 			e.mu.Unlock()
 			if m.opts.OnAlert != nil {
 				m.opts.OnAlert(model, a)
@@ -285,10 +287,13 @@ func keepLabelOnly(resp *pipeline.Response, label string) {
 
 // ModelStatus is one model's monitoring state, for the admin API.
 type ModelStatus struct {
-	Model    string              `json:"model"`
-	Alerts   []extraction.Alert  `json:"alerts"`
-	Subjects []extraction.Status `json:"subjects"`
-	Stats    extraction.Stats    `json:"stats"`
+	Model  string             `json:"model"`
+	Alerts []extraction.Alert `json:"alerts"`
+	// AlertsRaised counts every alert since the model's monitor started
+	// (Alerts keeps the latest 10,000).
+	AlertsRaised uint64              `json:"alerts_raised"`
+	Subjects     []extraction.Status `json:"subjects"`
+	Stats        extraction.Stats    `json:"stats"`
 }
 
 // Status returns every model's alerts (oldest first) and subjects
@@ -300,9 +305,9 @@ func (m *Monitors) Status() map[string][]ModelStatus {
 	for name, e := range *m.byM.Load() {
 		e.mon.Flush()
 		e.mu.Lock()
-		alerts := append([]extraction.Alert{}, e.alerts...)
+		alerts, raised := append([]extraction.Alert{}, e.alerts...), e.raised
 		e.mu.Unlock()
-		out = append(out, ModelStatus{Model: name, Alerts: alerts, Subjects: e.mon.Snapshot(), Stats: e.mon.Stats()})
+		out = append(out, ModelStatus{Model: name, Alerts: alerts, AlertsRaised: raised, Subjects: e.mon.Snapshot(), Stats: e.mon.Stats()})
 	}
 	return map[string][]ModelStatus{"models": out}
 }

@@ -1,7 +1,8 @@
 // Package adminapi serves Aegis's admin API over REST, under /admin/v1/:
 // API keys (create, list, revoke), policy and model reloads, and the audit
-// log's status. Every endpoint needs the admin permission (the audit
-// status needs audit:read); requests reach it through the REST gate, so
+// log's status, extraction monitoring, watermark verification and the
+// metrics. Every endpoint needs the admin permission (those that read
+// state need audit:read); requests reach it through the REST gate, so
 // they are authenticated and audited like any other.
 package adminapi
 
@@ -20,6 +21,7 @@ import (
 	"github.com/aegis-inference/aegis/internal/apierr"
 	"github.com/aegis-inference/aegis/internal/authn"
 	"github.com/aegis-inference/aegis/internal/authz"
+	"github.com/aegis-inference/aegis/internal/metrics"
 	"github.com/aegis-inference/aegis/internal/pipeline"
 	"github.com/aegis-inference/aegis/internal/transport/httpapi"
 )
@@ -47,7 +49,9 @@ type Options struct {
 	// VerifyWatermark tests a suspect model's labels on inputs against a
 	// model's watermark.
 	VerifyWatermark func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error)
-	Logger          *slog.Logger
+	// Metrics returns the server's counters in the Prometheus text format.
+	Metrics func() []byte
+	Logger  *slog.Logger
 }
 
 // maxBody bounds an admin request body.
@@ -85,6 +89,15 @@ func New(opts Options) http.Handler {
 	}
 	if opts.VerifyWatermark != nil {
 		mux.HandleFunc("POST /admin/v1/watermark/verify", a.permit(authz.AuditRead, a.verifyWatermark))
+	}
+	if opts.Metrics != nil {
+		// audit:read, as the extraction status: the metrics name
+		// principals and their risk.
+		mux.HandleFunc("GET /admin/v1/metrics", a.permit(authz.AuditRead, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", metrics.ContentType)
+			w.WriteHeader(http.StatusOK)
+			w.Write(opts.Metrics())
+		}))
 	}
 	return mux
 }
