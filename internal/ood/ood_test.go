@@ -435,3 +435,33 @@ func BenchmarkScoreLE(b *testing.B) {
 		})
 	}
 }
+
+// distance agrees with the plain triangular product for every parity of
+// the number of features (its rows are taken in pairs).
+func TestDistanceMatchesPlainProduct(t *testing.T) {
+	for _, dim := range []int{1, 2, 3, 4, 7, 64, 65} {
+		rng := rand.New(rand.NewPCG(9, uint64(dim)))
+		m := &Model{dim: dim, whiten: make([]float64, dim*(dim+1)/2)}
+		for i := range m.whiten {
+			m.whiten[i] = rng.NormFloat64()
+		}
+		d := make([]float64, dim)
+		for i := range d {
+			d[i] = rng.NormFloat64()
+		}
+		var want float64
+		k := 0
+		for i := range dim {
+			var u float64
+			for j := 0; j <= i; j++ {
+				u += m.whiten[k] * d[j]
+				k++
+			}
+			want += u * u
+		}
+		want = math.Sqrt(want)
+		if got := m.distance(d); math.Abs(got-want) > 1e-12*want {
+			t.Errorf("%d features: distance %v, plain product %v", dim, got, want)
+		}
+	}
+}
