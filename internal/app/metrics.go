@@ -1,6 +1,9 @@
 package app
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/aegis-inference/aegis/internal/metrics"
 )
 
@@ -34,7 +37,7 @@ func (s *Server) Metrics() []byte {
 			"early (in time, while overloaded) or full (no slot or queue room in time).", metrics.Counter)
 		w.Sample("aegis_shed_refused_total", float64(st.Late), "reason", "late")
 		w.Sample("aegis_shed_refused_total", float64(st.Early), "reason", "early")
-		w.Sample("aegis_shed_refused_total", float64(st.Shed-st.Late-st.Early), "reason", "full")
+		w.Sample("aegis_shed_refused_total", float64(max(0, st.Shed-st.Late-st.Early)), "reason", "full")
 	}
 
 	if l := s.access.audit; l != nil {
@@ -53,8 +56,9 @@ func (s *Server) Metrics() []byte {
 		"rule's action (reject, flag or count), by model version and input.", metrics.Counter)
 	for _, m := range s.Registry.Models() {
 		for _, v := range m.Versions {
-			for input, n := range v.Checker().Violations() {
-				w.Sample("aegis_validation_violations_total", float64(n), "model", m.Name, "version", v.Version(), "input", input)
+			vs := v.Checker().Violations()
+			for _, input := range slices.Sorted(maps.Keys(vs)) {
+				w.Sample("aegis_validation_violations_total", float64(vs[input]), "model", m.Name, "version", v.Version(), "input", input)
 			}
 		}
 	}
