@@ -15,24 +15,19 @@ import (
 func (s *Server) Metrics() []byte {
 	var w metrics.Writer
 	g := s.access.gate.Stats()
-	w.Family("aegis_requests_in_flight", "Inference requests inside the pipeline now.", metrics.Gauge)
-	w.Sample("aegis_requests_in_flight", float64(s.inFlight.Load()))
-	w.Family("aegis_requests_admitted_total", "Requests admitted past authentication and the load-shedding gate.", metrics.Counter)
-	w.Sample("aegis_requests_admitted_total", float64(g.Admitted))
+	w.Value("aegis_requests_in_flight", "Inference requests inside the pipeline now.", metrics.Gauge, float64(s.inFlight.Load()))
+	w.Value("aegis_requests_admitted_total", "Requests admitted past authentication and the load-shedding gate.", metrics.Counter, float64(g.Admitted))
 	w.Family("aegis_requests_refused_total", "Requests refused before any handler: without an accepted credential, "+
 		"by the load-shedding gate (503), or because the audit log could not record them.", metrics.Counter)
 	w.Sample("aegis_requests_refused_total", float64(g.RefusedUnauthenticated), "reason", "unauthenticated")
 	w.Sample("aegis_requests_refused_total", float64(g.Shed), "reason", "shed")
 	w.Sample("aegis_requests_refused_total", float64(g.RefusedAudit), "reason", "audit")
-	w.Family("aegis_tls_handshakes_refused_total", "Connections refused in the TLS handshake.", metrics.Counter)
-	w.Sample("aegis_tls_handshakes_refused_total", float64(g.RefusedTLS))
+	w.Value("aegis_tls_handshakes_refused_total", "Connections refused in the TLS handshake.", metrics.Counter, float64(g.RefusedTLS))
 
 	if sh := s.access.shed; sh != nil {
 		st := sh.Stats()
-		w.Family("aegis_shed_slots_in_use", "Requests holding one of the gate's slots.", metrics.Gauge)
-		w.Sample("aegis_shed_slots_in_use", float64(st.InFlight))
-		w.Family("aegis_shed_queued", "Requests waiting for a slot.", metrics.Gauge)
-		w.Sample("aegis_shed_queued", float64(st.Queued))
+		w.Value("aegis_shed_slots_in_use", "Requests holding one of the gate's slots.", metrics.Gauge, float64(st.InFlight))
+		w.Value("aegis_shed_queued", "Requests waiting for a slot.", metrics.Gauge, float64(st.Queued))
 		w.Family("aegis_shed_refused_total", "Requests the gate refused: late (waited past target_delay before reaching it), "+
 			"early (in time, while overloaded) or full (no slot or queue room in time).", metrics.Counter)
 		w.Sample("aegis_shed_refused_total", float64(st.Late), "reason", "late")
@@ -42,14 +37,10 @@ func (s *Server) Metrics() []byte {
 
 	if l := s.access.audit; l != nil {
 		st := l.Stats()
-		w.Family("aegis_audit_healthy", "1 while the audit log can be written.", metrics.Gauge)
-		w.Sample("aegis_audit_healthy", metrics.Bool(l.Healthy() == nil))
-		w.Family("aegis_audit_records_total", "Audit log lines written, of every type.", metrics.Counter)
-		w.Sample("aegis_audit_records_total", float64(st.Records))
-		w.Family("aegis_audit_lost_total", "Request records refused because the audit log could not be written.", metrics.Counter)
-		w.Sample("aegis_audit_lost_total", float64(st.Lost))
-		w.Family("aegis_audit_write_failures_total", "Failed audit log writes.", metrics.Counter)
-		w.Sample("aegis_audit_write_failures_total", float64(st.WriteFailures))
+		w.Value("aegis_audit_healthy", "1 while the audit log can be written.", metrics.Gauge, metrics.Bool(l.Healthy() == nil))
+		w.Value("aegis_audit_records_total", "Audit log lines written, of every type.", metrics.Counter, float64(st.Records))
+		w.Value("aegis_audit_lost_total", "Request records refused because the audit log could not be written.", metrics.Counter, float64(st.Lost))
+		w.Value("aegis_audit_write_failures_total", "Failed audit log writes.", metrics.Counter, float64(st.WriteFailures))
 	}
 
 	w.Family("aegis_validation_violations_total", "Input values that broke a model's validation rules, whatever the "+

@@ -61,6 +61,12 @@ func (w *Writer) Sample(name string, v float64, labels ...string) {
 	w.b.WriteByte('\n')
 }
 
+// Value writes a family of one unlabelled sample.
+func (w *Writer) Value(name, help, kind string, v float64) {
+	w.Family(name, help, kind)
+	w.Sample(name, v)
+}
+
 // Bytes returns the exposition written so far.
 func (w *Writer) Bytes() []byte { return w.b.Bytes() }
 

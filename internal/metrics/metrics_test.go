@@ -16,6 +16,7 @@ func TestExposition(t *testing.T) {
 	w.Sample("aegis_up", math.Inf(-1), "k", "-inf")
 	w.Sample("aegis_up", math.NaN(), "k", "nan")
 	w.Sample("aegis_up", 0.25, "a", "1", "b", "2")
+	w.Value("aegis_seconds", "Seconds.", Counter, 1.5)
 	want := "# HELP aegis_requests_total Requests.\\nBy outcome, with a \\\\ in it.\n" +
 		"# TYPE aegis_requests_total counter\n" +
 		"aegis_requests_total{outcome=\"shed\"} 3\n" +
@@ -25,7 +26,8 @@ func TestExposition(t *testing.T) {
 		"aegis_up{k=\"inf\"} +Inf\n" +
 		"aegis_up{k=\"-inf\"} -Inf\n" +
 		"aegis_up{k=\"nan\"} NaN\n" +
-		"aegis_up{a=\"1\",b=\"2\"} 0.25\n"
+		"aegis_up{a=\"1\",b=\"2\"} 0.25\n" +
+		"# HELP aegis_seconds Seconds.\n# TYPE aegis_seconds counter\naegis_seconds 1.5\n"
 	if got := string(w.Bytes()); got != want {
 		t.Errorf("exposition:\n%s\nwant:\n%s", got, want)
 	}
