@@ -43,10 +43,10 @@ run: build $(GRPCURL)
 	@rm $(DEMO)/digits/1/model.onnx
 	@cp $(DEMO_SIGNING)/signing.pem.pub $(DEMO_KEYS)/trusted-signer.pub && chmod 644 $(DEMO_KEYS)/trusted-signer.pub
 	@if [ -n "$(RUNAS)" ]; then chown -R nobody:nogroup $(DEMO_KEYS) $(DEMO_STATE) $(DEMO_PKI) && chgrp -R nogroup $(DEMO) && chmod -R g+rX,g-w,o-w $(DEMO); fi
-	@test -s $(DEMO_KEYS)/api-key || $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
-		--name demo --role demo --quiet > $(DEMO_KEYS)/api-key.new && mv $(DEMO_KEYS)/api-key.new $(DEMO_KEYS)/api-key
-	@test -s $(DEMO_KEYS)/admin-api-key || $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
-		--name demo-admin --role operator --quiet > $(DEMO_KEYS)/admin-api-key.new && mv $(DEMO_KEYS)/admin-api-key.new $(DEMO_KEYS)/admin-api-key
+	@test -s $(DEMO_KEYS)/api-key || { $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
+		--name demo --role demo --quiet > $(DEMO_KEYS)/api-key.new && mv $(DEMO_KEYS)/api-key.new $(DEMO_KEYS)/api-key; }
+	@test -s $(DEMO_KEYS)/admin-api-key || { $(RUNAS) $(BIN) keys create --offline --state-dir $(DEMO_STATE) \
+		--name demo-admin --role operator --quiet > $(DEMO_KEYS)/admin-api-key.new && mv $(DEMO_KEYS)/admin-api-key.new $(DEMO_KEYS)/admin-api-key; }
 	@chmod 600 $(DEMO_KEYS)/api-key $(DEMO_KEYS)/admin-api-key
 	@scripts/demo-usage.sh $(HTTP_ADDR) $(GRPC_ADDR) $(DEMO_PKI)/ca.crt $(DEMO_KEYS)/api-key $(DEMO_KEYS)/admin-api-key
 	exec $(RUNAS) $(BIN) serve $(DEMO_FLAGS) --strict --http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
