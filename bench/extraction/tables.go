@@ -298,7 +298,7 @@ func (r *report) benignTable(b *strings.Builder) {
 			}
 		}
 		if !p.supported() {
-			w("| %s | n/a (policy not accepted) | | | | | | | | | | | |\n", p.name)
+			w("| %s | n/a (policy not accepted) | | | | | |\n", p.name)
 			continue
 		}
 		if len(runs) == 0 {

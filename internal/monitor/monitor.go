@@ -89,14 +89,7 @@ func (m *Monitors) monitorFor(model string, spec *repository.ExtractionSpec) (*e
 	if e := m.get(model); e != nil {
 		return e, nil
 	}
-	ref := make([][]float64, len(spec.Reference))
-	for i, row := range spec.Reference {
-		ref[i] = make([]float64, len(row))
-		for j, v := range row {
-			ref[i][j] = float64(v)
-		}
-	}
-	om, err := ood.Fit(ref, ood.DefaultOptions())
+	om, err := ood.Fit(ood.Widen(spec.Reference), ood.DefaultOptions())
 	if err != nil {
 		return nil, fmt.Errorf("model %s: fit the out-of-distribution scorer: %w", model, err)
 	}

@@ -178,3 +178,16 @@ func ReadSample(path string, dim int) ([][]float32, error) {
 	}
 	return ref.Inputs, nil
 }
+
+// Widen copies a sample read as float32 (ReadSample's rows) into the
+// float64 rows Fit takes.
+func Widen(rows [][]float32) [][]float64 {
+	out := make([][]float64, len(rows))
+	for i, row := range rows {
+		out[i] = make([]float64, len(row))
+		for j, v := range row {
+			out[i][j] = float64(v)
+		}
+	}
+	return out
+}

@@ -217,14 +217,7 @@ func compileOOD(r *OODRule, specs []tensor.Spec, dir string) (*oodCheck, error) 
 	if err != nil {
 		return nil, fmt.Errorf("reference: %w", err)
 	}
-	rows := make([][]float64, len(sample))
-	for k, row := range sample {
-		rows[k] = make([]float64, len(row))
-		for j, v := range row {
-			rows[k][j] = float64(v)
-		}
-	}
-	if oc.model, err = ood.Fit(rows, opts); err != nil {
+	if oc.model, err = ood.Fit(ood.Widen(sample), opts); err != nil {
 		return nil, err
 	}
 	return oc, nil
