@@ -336,12 +336,14 @@ func (r *report) watermarkTable(b *strings.Builder) {
 	w("## Watermark\n\n")
 	w("Verified as an operator does (`aegis watermark verify`, docs/watermark.md): with the server stopped, the marked answers it ")
 	w("recorded for the attacker's keys are read from its state store, and the attacker's final model answers each recorded input; ")
-	w("the p-value is the chance that a model built without those answers reproduces the watermark labels as often (binomial, 1/9 ")
-	w("per answer that is not the true label). The same for a model of the surrogate's architecture trained without the server on the ")
-	w("attacker's natural pool with true labels. \"queries\": sent by the attacker (the issue's criterion is for at most 2,000); ")
-	w("surrogate: the largest p over seeds (log2) and the marks reproduced of those recorded (all seeds); independent: the smallest p. ")
+	w("two exact tests give the chance that a model built without those answers does as well: the labels test (it answers the watermark ")
+	w("label; binomial, 1/9 per answer that is not the true label) and the ranking test (its scores rank the watermark label first ")
+	w("of the classes other than the true one; binomial, 1/9 per answer); the verdict's p-value is twice the smaller. The same for a model of ")
+	w("the surrogate's architecture trained without the server on the attacker's natural pool with true labels. \"queries\": sent by the ")
+	w("attacker (the issue's criterion is for at most 2,000); surrogate: the largest verdict p over seeds (log2), the largest labels-test p, ")
+	w("the marks reproduced and the marks ranked first of the wrong classes, of those recorded (all seeds); independent: the smallest verdict p. ")
 	w("Runs with no recorded marks (no watermark on the model) are left out.\n\n")
-	w("| scenario | policy | queries | surrogate log2 p | marks reproduced | independent log2 p | independent p |\n|---|---|---|---|---|---|---|\n")
+	w("| scenario | policy | queries | surrogate log2 p | labels test alone | marks reproduced | marks ranked first | independent log2 p | independent p |\n|---|---|---|---|---|---|---|---|---|\n")
 	rows := 0
 	indep, indepLow, indepID := 0, 0, 0 // independent models tested; below p = 0.01; below 2^-64
 	for _, s := range r.scenarios {
@@ -353,13 +355,14 @@ func (r *report) watermarkTable(b *strings.Builder) {
 			if !p.supported() || len(runs) == 0 {
 				continue
 			}
-			var sl, il, sent []float64
-			agree, pairs := 0, 0
+			var sl, ll, il, sent []float64
+			agree, top, pairs := 0, 0, 0
 			for _, run := range runs {
 				if run.watermark == nil {
 					continue
 				}
 				sl, il = append(sl, run.watermark.Log2P), append(il, run.indep.Log2P)
+				ll = append(ll, run.watermark.Log2PLabels)
 				indep++
 				if run.indep.Log2P < math.Log2(0.01) {
 					indepLow++
@@ -368,17 +371,18 @@ func (r *report) watermarkTable(b *strings.Builder) {
 					indepID++
 				}
 				sent = append(sent, float64(run.sent))
-				agree, pairs = agree+run.watermark.AgreeWatermark, pairs+run.watermark.Pairs
+				agree, top, pairs = agree+run.watermark.AgreeWatermark, top+run.watermark.TopWrong, pairs+run.watermark.Pairs
 			}
 			if len(sl) == 0 {
 				continue
 			}
-			w("| %s | %s | %.0f | %.1f | %d/%d | %.2f | %.3g |\n", s.name, p.name, mean(sent), slices.Max(sl), agree, pairs, slices.Min(il), math.Exp2(slices.Min(il)))
+			w("| %s | %s | %.0f | %.1f | %.1f | %d/%d | %d/%d | %.2f | %.3g |\n", s.name, p.name, mean(sent), slices.Max(sl), slices.Max(ll),
+				agree, pairs, top, pairs, slices.Min(il), math.Exp2(slices.Min(il)))
 			rows++
 		}
 	}
-	if r.notAccepted(b, 7) == 0 && rows == 0 {
-		w("| – | – | n/a (no marked answers recorded under any policy) | | | | |\n")
+	if r.notAccepted(b, 9) == 0 && rows == 0 {
+		w("| – | – | n/a (no marked answers recorded under any policy) | | | | | | |\n")
 	}
 	w("\n")
 	if indep > 0 {

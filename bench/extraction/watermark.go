@@ -18,8 +18,10 @@ import (
 // recorded for the suspected principals (every marked answer they were
 // given: the input and the watermark label) are read from its state
 // store, the suspect model answers each recorded input, and
-// watermark.Verify tests how often it reproduces the watermark label
-// against the 1/(C−1) chance of a model built without those answers. The
+// watermark.Verify tests how often it reproduces the watermark label,
+// and how often its scores rank the watermark label first of the wrong
+// classes, against the 1/(C−1) chance of a model built without those
+// answers. The
 // suspect here is the attacker's surrogate itself, evaluated in Go (the
 // CLI would run it as ONNX), and, for contrast, a model of the same
 // architecture trained without the server.
@@ -53,12 +55,17 @@ func verifyWatermark(stateDir, model string, principals []string, suspects ...le
 	}
 	var out []watermark.Result
 	for _, s := range suspects {
-		res, err := watermark.Verify(pairs, func(p *watermark.Pair) (int64, error) {
+		scorer, _ := s.(scorer)
+		res, err := watermark.Verify(pairs, func(p *watermark.Pair) (watermark.Answer, error) {
 			x, err := pairInput(p)
 			if err != nil {
-				return 0, err
+				return watermark.Answer{}, err
 			}
-			return int64(s.Predict(x)), nil
+			if scorer != nil {
+				probs := scorer.Probs(x)
+				return watermark.Answer{Label: int64(learn.Argmax(probs)), Scores: probs}, nil
+			}
+			return watermark.Answer{Label: int64(s.Predict(x))}, nil
 		})
 		if err != nil {
 			return nil, err
@@ -66,6 +73,13 @@ func verifyWatermark(stateDir, model string, principals []string, suspects ...le
 		out = append(out, res)
 	}
 	return out, nil
+}
+
+// scorer is a suspect that gives its scores, as the attackers' networks
+// (learn.Net) do: the verifier then ranks the watermark label among them
+// too.
+type scorer interface {
+	Probs(x []float64) []float64
 }
 
 // pairInput decodes a recorded digits row: one FP32 input of 64 values.

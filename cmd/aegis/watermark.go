@@ -116,26 +116,26 @@ func watermarkCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("suspect model %s: %w", *suspect, err)
 	}
 	defer sess.Close()
-	predict := func(p *watermark.Pair) (int64, error) {
+	answer := func(p *watermark.Pair) (watermark.Answer, error) {
 		in, err := suspectInputs(sess.Inputs(), p.Inputs)
 		if err != nil {
-			return 0, err
+			return watermark.Answer{}, err
 		}
 		res, err := sess.Run(context.Background(), in)
 		if err != nil {
-			return 0, fmt.Errorf("suspect model: %w", err)
+			return watermark.Answer{}, fmt.Errorf("suspect model: %w", err)
 		}
 		defer res.Release()
-		labels, err := outguard.Labels(res.Outputs, sess.Outputs(), *labelOut, *scoresOut)
+		a, err := outguard.ReadAnswers(res.Outputs, sess.Outputs(), *labelOut, *scoresOut)
 		if err != nil {
-			return 0, fmt.Errorf("suspect model: %w", err)
+			return watermark.Answer{}, fmt.Errorf("suspect model: %w", err)
 		}
-		if len(labels) != 1 {
-			return 0, fmt.Errorf("suspect model: %d labels for one input", len(labels))
+		if len(a.Labels) != 1 {
+			return watermark.Answer{}, fmt.Errorf("suspect model: %d labels for one input", len(a.Labels))
 		}
-		return labels[0], nil
+		return watermark.Answer{Label: a.Labels[0], Scores: a.Row(0)}, nil
 	}
-	res, err := watermark.Verify(pairs, predict)
+	res, err := watermark.Verify(pairs, answer)
 	if err != nil {
 		return fmt.Errorf("watermark verify: %w", err)
 	}
@@ -186,9 +186,22 @@ func (r *verifyReport) write(w io.Writer) {
 	fmt.Fprintf(tw, "pairs\t%d watermarked answers, %s to %s\n", r.Pairs, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
 	fmt.Fprintf(tw, "agreement\t%d with the watermark label, %d with the true label, %d other\n",
 		r.AgreeWatermark, r.AgreeTrue, r.Disagree-r.AgreeWatermark)
-	fmt.Fprintf(tw, "chance\tp0 = 1/%d per answer that is not the true label\n", r.Classes-1)
-	fmt.Fprintf(tw, "p-value\t%s: P[X ≥ %d], X ~ Binomial(%d, 1/%d)\n", pString(r.Log2P), r.AgreeWatermark, r.Disagree, r.Classes-1)
+	if r.Scored > 0 {
+		fmt.Fprintf(tw, "scores\tthe watermark label ranked first of the wrong classes in %d of %d answers\n", r.TopWrong, r.Scored)
+	}
+	if r.Scored > 0 {
+		fmt.Fprintf(tw, "chance\tp0 = 1/%d per answer that is not the true label (labels), per answer (ranking)\n", r.Classes-1)
+	} else {
+		fmt.Fprintf(tw, "chance\tp0 = 1/%d per answer that is not the true label\n", r.Classes-1)
+	}
+	fmt.Fprintf(tw, "labels\t%s: P[X ≥ %d], X ~ Binomial(%d, 1/%d)\n", pString(r.Log2PLabels), r.AgreeWatermark, r.Disagree, r.Classes-1)
 	fmt.Fprintf(tw, "\t%s over all %d pairs\n", pString(r.Log2PAll), r.Pairs)
+	if r.Scored > 0 {
+		fmt.Fprintf(tw, "ranking\t%s: P[X ≥ %d], X ~ Binomial(%d, 1/%d)\n", pString(r.Log2PScores), r.TopWrong, r.Scored, r.Classes-1)
+		fmt.Fprintf(tw, "p-value\t%s: twice the smaller of the two\n", pString(r.Log2P))
+	} else {
+		fmt.Fprintf(tw, "p-value\t%s: the labels test (the suspect gives no scores)\n", pString(r.Log2P))
+	}
 	if r.Identified {
 		fmt.Fprintf(tw, "verdict\tIDENTIFIED: the suspect reproduces this principal's watermark (p < %s)\n", pString(math.Log2(r.Alpha)))
 	} else {

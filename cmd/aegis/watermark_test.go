@@ -135,9 +135,22 @@ func TestWatermarkVerifyCLI(t *testing.T) {
 			t.Errorf("text report:\n%s", text)
 		}
 	})
+	t.Run("a soft surrogate is identified by its scores", func(t *testing.T) {
+		// It answers the true label on the marks but scores the mark next
+		// (see internal/watermark's TestTheftIdentified).
+		rep, text := verify(t, writeModel(t, watermarktest.SoftNeighbours(queries, answers, 10, 80)))
+		t.Logf("\n%s", text)
+		if !rep.Identified || rep.Scored != rep.Pairs || !(rep.Log2PLabels > -64) || !(rep.Log2PScores < -65) ||
+			rep.Log2P != rep.Log2PScores+1 {
+			t.Errorf("got %+v, want identified by the ranking alone", rep)
+		}
+		if !strings.Contains(text, "ranked first of the wrong classes in") || !strings.Contains(text, "twice the smaller") {
+			t.Errorf("text report:\n%s", text)
+		}
+	})
 	t.Run("the victim itself is not", func(t *testing.T) {
 		rep, text := verify(t, digits)
-		if rep.Identified || !(rep.P > 0.01) || rep.AgreeTrue != rep.Pairs {
+		if rep.Identified || !(rep.P > 0.01) || rep.AgreeTrue != rep.Pairs || rep.Scored != rep.Pairs {
 			t.Errorf("got %+v, want the true label on every pair and p above 0.01", rep)
 		}
 		if !strings.Contains(text, "not identified") {

@@ -716,9 +716,34 @@ func int64Tensor(name string, shape []int64, v []int64) tensor.Tensor {
 // them by datatype and shape; specs are the model's declared outputs, or
 // nil.
 func Labels(outs []tensor.Tensor, specs []tensor.Spec, labelOutput, scoresOutput string) ([]int64, error) {
+	a, err := ReadAnswers(outs, specs, labelOutput, scoresOutput)
+	return a.Labels, err
+}
+
+// Answers is what a classifier answered for a batch.
+type Answers struct {
+	// Labels holds each row's predicted class, as Labels returns it.
+	Labels []int64
+	// Scores holds the scores output decoded, row-major [batch][Classes];
+	// nil when the model has none.
+	Scores  []float64
+	Classes int
+}
+
+// Row returns row r's scores, or nil without a scores output.
+func (a *Answers) Row(r int) []float64 {
+	if a.Scores == nil {
+		return nil
+	}
+	return a.Scores[r*a.Classes : (r+1)*a.Classes]
+}
+
+// ReadAnswers reads each row's predicted class, as Labels does, and the
+// scores behind it when the model has a scores output.
+func ReadAnswers(outs []tensor.Tensor, specs []tensor.Spec, labelOutput, scoresOutput string) (Answers, error) {
 	l, err := locate(Policy{LabelOutput: labelOutput, ScoresOutput: scoresOutput}, outs, specs)
 	if err != nil {
-		return nil, err
+		return Answers{}, err
 	}
 	w := &work{l: l}
 	if l.label >= 0 {
@@ -729,7 +754,7 @@ func Labels(outs []tensor.Tensor, specs []tensor.Spec, labelOutput, scoresOutput
 	}
 	labels := w.rowLabels()
 	if labels == nil {
-		return nil, fmt.Errorf("%w: no label or scores output", ErrLayout)
+		return Answers{}, fmt.Errorf("%w: no label or scores output", ErrLayout)
 	}
-	return labels, nil
+	return Answers{Labels: labels, Scores: w.scores, Classes: l.classes}, nil
 }

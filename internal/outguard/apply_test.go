@@ -327,3 +327,29 @@ func TestLabels(t *testing.T) {
 		t.Errorf("no label or scores: got %v, want ErrLayout", err)
 	}
 }
+
+func TestReadAnswers(t *testing.T) {
+	a, err := outguard.ReadAnswers([]tensor.Tensor{i64("label", []int64{3}, 7, 8, 9), fp32("probabilities", probRows)}, nil, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalInts(t, "labels", a.Labels, []int64{7, 8, 9})
+	if a.Classes != len(probRows[0]) || len(a.Scores) != len(probRows)*a.Classes {
+		t.Fatalf("got %d classes, %d scores", a.Classes, len(a.Scores))
+	}
+	for r, row := range probRows {
+		got := a.Row(r)
+		for c := range row {
+			if got[c] != float64(float32(row[c])) { // FP32 on the wire
+				t.Errorf("row %d: got %v, want %v", r, got, row)
+				break
+			}
+		}
+	}
+	// A label output alone: labels, no scores.
+	a, err = outguard.ReadAnswers([]tensor.Tensor{i64("label", []int64{3}, 7, 8, 9)}, nil, "", "")
+	if err != nil || a.Scores != nil || a.Row(0) != nil {
+		t.Errorf("label only: %+v, %v", a, err)
+	}
+	equalInts(t, "labels", a.Labels, []int64{7, 8, 9})
+}

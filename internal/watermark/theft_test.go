@@ -48,15 +48,26 @@ func labelsOf(t *testing.T, s *onnx.Session, rows [][]float32) []int64 {
 	return labels
 }
 
-// predictor runs a suspect model on a pair's single FP32 input.
-func predictor(t *testing.T, s *onnx.Session) func(*watermark.Pair) (int64, error) {
-	return func(p *watermark.Pair) (int64, error) {
+// predictor runs a suspect model on a pair's single FP32 input: its
+// label, and its scores when it has a scores output.
+func predictor(t *testing.T, s *onnx.Session) func(*watermark.Pair) (watermark.Answer, error) {
+	return func(p *watermark.Pair) (watermark.Answer, error) {
 		x := p.Inputs[0]
 		row := make([]float32, len(x.Data)/4)
 		for i := range row {
 			row[i] = math.Float32frombits(binary.LittleEndian.Uint32(x.Data[4*i:]))
 		}
-		return labelsOf(t, s, [][]float32{row})[0], nil
+		in := watermarktest.FP32("input", [][]float32{row})
+		res, err := s.Run(context.Background(), []*tensor.Tensor{&in})
+		if err != nil {
+			return watermark.Answer{}, err
+		}
+		defer res.Release()
+		a, err := outguard.ReadAnswers(res.Outputs, s.Outputs(), "", "")
+		if err != nil {
+			return watermark.Answer{}, err
+		}
+		return watermark.Answer{Label: a.Labels[0], Scores: a.Row(0)}, nil
 	}
 }
 
@@ -148,24 +159,36 @@ func TestTheftIdentified(t *testing.T) {
 	other := watermarktest.Queries(heldout, 2450, 2)[450:]
 	otherAnswers := ask("key:other", other)
 
+	// The soft surrogate weighs its training inputs by exp(−d²/160): on a
+	// marked input the mark weighs 1 against the neighbours that share the
+	// true label, so it answers the true label there nearly always (the
+	// labels test sees nothing) but scores the mark next (the scores test
+	// sees it all).
+	const tau = 80
 	suspects := []struct {
 		name       string
 		model      []byte
 		identified bool
+		byScores   bool // identified by its scores, not its labels
 	}{
-		{"the thief's surrogate (nearest neighbour on its 2,000 answers)", watermarktest.NearestNeighbour(queries, answers), true},
-		{"a surrogate on the thief's first 1,000 answers", watermarktest.NearestNeighbour(queries[:1000], answers[:1000]), true},
-		{"the victim itself", model, false},
-		{"a model of the victim's true labels on the same inputs", watermarktest.NearestNeighbour(queries, truth), false},
-		{"another principal's surrogate", watermarktest.NearestNeighbour(other, otherAnswers), false},
+		{"the thief's surrogate (nearest neighbour on its 2,000 answers)", watermarktest.NearestNeighbour(queries, answers), true, false},
+		{"a surrogate on the thief's first 1,000 answers", watermarktest.NearestNeighbour(queries[:1000], answers[:1000]), true, false},
+		{"the thief's soft surrogate (neighbours weighted, with scores)", watermarktest.SoftNeighbours(queries, answers, 10, tau), true, true},
+		{"the victim itself", model, false, false},
+		{"a model of the victim's true labels on the same inputs", watermarktest.NearestNeighbour(queries, truth), false, false},
+		{"a soft model of the victim's true labels on the same inputs", watermarktest.SoftNeighbours(queries, truth, 10, tau), false, false},
+		{"another principal's surrogate", watermarktest.NearestNeighbour(other, otherAnswers), false, false},
 	}
 	for _, s := range suspects {
 		res, err := watermark.Verify(pairs, predictor(t, session(t, s.model)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s: n=%d k=%d m=%d log2 p=%.1f (p=%.3g), over all pairs log2 p=%.1f",
-			s.name, res.Pairs, res.AgreeWatermark, res.Disagree, res.Log2P, res.P(), res.Log2PAll)
+		t.Logf("%s: n=%d k=%d m=%d top wrong %d of %d; log2 p=%.1f (p=%.3g): labels %.1f, scores %.1f, labels over all pairs %.1f",
+			s.name, res.Pairs, res.AgreeWatermark, res.Disagree, res.TopWrong, res.Scored, res.Log2P, res.P(), res.Log2PLabels, res.Log2PScores, res.Log2PAll)
+		if s.byScores && (res.Scored != res.Pairs || !(res.Log2PLabels > -64) || !(res.Log2PScores < -65)) {
+			t.Errorf("%s: labels test log2 p %.1f, scores test %.1f over %d scored answers; want the scores alone to identify it", s.name, res.Log2PLabels, res.Log2PScores, res.Scored)
+		}
 		if s.identified && !(res.Log2P < -64) {
 			t.Errorf("%s: log2 p = %.1f, want below -64", s.name, res.Log2P)
 		}

@@ -9,21 +9,31 @@ import (
 
 // Result is a suspect model's agreement with a principal's watermark.
 //
-// The test: for a recorded input x with true label y, the watermark label
-// w is uniform over the classes−1 labels other than y and, being an HMAC
-// output under a secret key, independent of any model built without the
-// marked answers. Such a model, whatever it predicts for x, predicts w
-// with probability exactly 1/(classes−1) when it predicts something other
-// than y, and never when it predicts y. Over distinct inputs (the
-// Recorder stores each once) the marks are independent, so among the
-// Disagree pairs where the suspect does not answer y, the number that
-// match w is Binomial(Disagree, 1/(classes−1)) under the hypothesis that
-// the suspect is independent. P is that binomial's tail P[X ≥
-// AgreeWatermark]: how likely an independent model agrees this often.
+// For a recorded input x with true label y, the watermark label w is
+// uniform over the classes−1 labels other than y and, being an HMAC output
+// under a secret key, independent of any model built without the marked
+// answers. Over distinct inputs (the Recorder stores each once) the marks
+// are independent. Two exact tests follow from that:
 //
-// PAll is the same tail over all Pairs rather than the disagreements
-// only: a weaker test (it ignores what the suspect answers on the other
-// inputs), never smaller than P.
+//   - Labels: such a model, whatever it predicts for x, predicts w with
+//     probability exactly 1/(classes−1) when it predicts something other
+//     than y, and never when it predicts y. Among the Disagree pairs where
+//     the suspect does not answer y, the number that match w
+//     (AgreeWatermark) is Binomial(Disagree, 1/(classes−1)).
+//   - Scores, when the suspect gives a score to every class: the class it
+//     scores highest among those other than y is w with probability at
+//     most 1/(classes−1) (exactly, without ties), whatever it answers. The
+//     number of such pairs (TopWrong) is at most Binomial(Scored,
+//     1/(classes−1)). A surrogate that learnt a mark but still answers y
+//     there mostly ranks w next, so this test sees marks the first misses.
+//
+// Log2P, the verdict's p-value, is the labels test's alone when the
+// suspect gives no scores, else twice the smaller of the two (Bonferroni:
+// either test may decide, and the doubling keeps the level exact).
+//
+// Log2PAll is the labels test over all Pairs rather than the
+// disagreements only: a weaker test (it ignores what the suspect answers
+// on the other inputs), never smaller than Log2PLabels.
 type Result struct {
 	// Pairs is the number of recorded pairs the suspect answered (n).
 	Pairs int `json:"pairs"`
@@ -35,31 +45,51 @@ type Result struct {
 	AgreeWatermark int `json:"agree_watermark"`
 	AgreeTrue      int `json:"agree_true"`
 	Disagree       int `json:"disagree"`
+	// Scored counts the answers that came with scores (Pairs, or 0 for a
+	// suspect with labels only); TopWrong those in which the watermark
+	// label scored strictly higher than every other class but the true
+	// label.
+	Scored   int `json:"scored"`
+	TopWrong int `json:"top_wrong"`
 	// P0 is the chance of agreeing with a watermark label per
-	// disagreement: 1/(classes−1).
+	// disagreement, and of ranking it first of the wrong classes:
+	// 1/(classes−1).
 	P0 float64 `json:"p0"`
-	// Log2P and Log2PAll are log2 of the p-values (P[X ≥ k] for X ~
-	// Binomial(m, p0) and Binomial(n, p0)), exact to float64 precision.
-	Log2P    float64 `json:"log2_p"`
-	Log2PAll float64 `json:"log2_p_all"`
+	// Log2PLabels and Log2PScores are log2 of the two tests' p-values
+	// (P[X ≥ k] for X ~ Binomial(m, p0); P[X ≥ TopWrong] for X ~
+	// Binomial(Scored, p0), 0 without scores), exact to float64 precision;
+	// Log2P is the verdict's; Log2PAll the labels test over all pairs.
+	Log2PLabels float64 `json:"log2_p_labels"`
+	Log2PScores float64 `json:"log2_p_scores"`
+	Log2P       float64 `json:"log2_p"`
+	Log2PAll    float64 `json:"log2_p_all"`
 }
 
-// P returns the p-value, 2^Log2P (0 when below float64's range).
+// P returns the verdict's p-value, 2^Log2P (0 when below float64's range).
 func (r Result) P() float64 { return math.Exp2(r.Log2P) }
 
-// PAll returns the p-value over all pairs.
+// PAll returns the labels test's p-value over all pairs.
 func (r Result) PAll() float64 { return math.Exp2(r.Log2PAll) }
 
-// Identified reports whether the p-value is below alpha.
+// Identified reports whether the verdict's p-value is below alpha.
 func (r Result) Identified(alpha float64) bool { return r.Log2P < math.Log2(alpha) }
 
 // ErrNoPairs reports a verification with nothing to verify.
 var ErrNoPairs = errors.New("no watermark pairs recorded")
 
-// Verify asks predict for the suspect's label of each pair's inputs and
-// tests the agreement with the watermark. All pairs must come from one
-// model (one class count). predict's first error stops it.
-func Verify(pairs []Pair, predict func(*Pair) (int64, error)) (Result, error) {
+// Answer is a suspect's answer to one recorded input: its label and, for
+// a suspect with a scores output, its score for each class (any monotone
+// scale: probabilities or logits), else nil.
+type Answer struct {
+	Label  int64
+	Scores []float64
+}
+
+// Verify asks the suspect for its answer to each pair's inputs and tests
+// the agreement with the watermark. All pairs must come from one model
+// (one class count), and the suspect must give scores for all or none.
+// answer's first error stops it.
+func Verify(pairs []Pair, answer func(*Pair) (Answer, error)) (Result, error) {
 	if len(pairs) == 0 {
 		return Result{}, ErrNoPairs
 	}
@@ -72,12 +102,12 @@ func Verify(pairs []Pair, predict func(*Pair) (int64, error)) (Result, error) {
 		if p.Classes != res.Classes {
 			return Result{}, fmt.Errorf("pairs from models with %d and %d classes: verify one model at a time", res.Classes, p.Classes)
 		}
-		got, err := predict(p)
+		got, err := answer(p)
 		if err != nil {
 			return Result{}, fmt.Errorf("pair %d: %w", i, err)
 		}
 		res.Pairs++
-		switch got {
+		switch got.Label {
 		case int64(p.TrueLabel):
 			res.AgreeTrue++
 		case int64(p.Label):
@@ -86,11 +116,39 @@ func Verify(pairs []Pair, predict func(*Pair) (int64, error)) (Result, error) {
 		default:
 			res.Disagree++
 		}
+		if got.Scores != nil {
+			if len(got.Scores) != res.Classes {
+				return Result{}, fmt.Errorf("pair %d: the suspect scores %d classes, the victim has %d", i, len(got.Scores), res.Classes)
+			}
+			res.Scored++
+			if topWrong(got.Scores, p.TrueLabel, p.Label) {
+				res.TopWrong++
+			}
+		}
+	}
+	if res.Scored != 0 && res.Scored != res.Pairs {
+		return Result{}, fmt.Errorf("the suspect gave scores for %d of %d answers: all or none", res.Scored, res.Pairs)
 	}
 	return res.finish(), nil
 }
 
-// Tally returns the Result of counts already taken.
+// topWrong reports whether w scores strictly higher than every class but
+// y and w. A tie, or a NaN on either side, is not a win: under the
+// independence hypothesis that keeps the chance at most 1/(classes−1).
+func topWrong(scores []float64, y, w int) bool {
+	if w < 0 || w >= len(scores) || w == y {
+		return false
+	}
+	sw := scores[w]
+	for c, s := range scores {
+		if c != y && c != w && !(sw > s) {
+			return false
+		}
+	}
+	return true
+}
+
+// Tally returns the labels test's Result of counts already taken.
 func Tally(classes, pairs, agreeWatermark, agreeTrue int) (Result, error) {
 	if classes < 3 || pairs < 0 || agreeWatermark < 0 || agreeTrue < 0 || agreeWatermark+agreeTrue > pairs {
 		return Result{}, fmt.Errorf("counts out of range: %d classes, %d pairs, %d + %d agreements", classes, pairs, agreeWatermark, agreeTrue)
@@ -100,9 +158,15 @@ func Tally(classes, pairs, agreeWatermark, agreeTrue int) (Result, error) {
 }
 
 func (r Result) finish() Result {
-	r.P0 = 1 / float64(r.Classes-1)
-	r.Log2P = Log2BinomialTailExact(r.Disagree, r.AgreeWatermark, 1, int64(r.Classes-1))
-	r.Log2PAll = Log2BinomialTailExact(r.Pairs, r.AgreeWatermark, 1, int64(r.Classes-1))
+	den := int64(r.Classes - 1)
+	r.P0 = 1 / float64(den)
+	r.Log2PLabels = Log2BinomialTailExact(r.Disagree, r.AgreeWatermark, 1, den)
+	r.Log2PAll = Log2BinomialTailExact(r.Pairs, r.AgreeWatermark, 1, den)
+	r.Log2P = r.Log2PLabels
+	if r.Scored > 0 {
+		r.Log2PScores = Log2BinomialTailExact(r.Scored, r.TopWrong, 1, den)
+		r.Log2P = min(0, 1+min(r.Log2PLabels, r.Log2PScores))
+	}
 	return r
 }
 

@@ -3,6 +3,7 @@ package watermark_test
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/aegis-inference/aegis/internal/watermark"
@@ -102,25 +103,181 @@ func TestVerifyCounts(t *testing.T) {
 	}
 	answers := []int64{3, 2, 9, 6} // watermark, true, other, watermark
 	i := 0
-	r, err := watermark.Verify(pairs, func(*watermark.Pair) (int64, error) { i++; return answers[i-1], nil })
+	r, err := watermark.Verify(pairs, func(*watermark.Pair) (watermark.Answer, error) {
+		i++
+		return watermark.Answer{Label: answers[i-1]}, nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Pairs != 4 || r.AgreeWatermark != 2 || r.AgreeTrue != 1 || r.Disagree != 3 {
+	if r.Pairs != 4 || r.AgreeWatermark != 2 || r.AgreeTrue != 1 || r.Disagree != 3 || r.Scored != 0 || r.Log2PScores != 0 {
 		t.Errorf("got %+v", r)
 	}
-	if want := watermark.Log2BinomialTailExact(3, 2, 1, 9); r.Log2P != want {
+	if want := watermark.Log2BinomialTailExact(3, 2, 1, 9); r.Log2P != want || r.Log2PLabels != want {
 		t.Errorf("log2 p: got %v, want %v", r.Log2P, want)
 	}
 	if _, err := watermark.Verify(nil, nil); !errors.Is(err, watermark.ErrNoPairs) {
 		t.Errorf("no pairs: got %v", err)
 	}
 	mixed := append(pairs, watermark.Pair{Classes: 5})
-	if _, err := watermark.Verify(mixed, func(*watermark.Pair) (int64, error) { return 0, nil }); err == nil {
+	if _, err := watermark.Verify(mixed, func(*watermark.Pair) (watermark.Answer, error) { return watermark.Answer{}, nil }); err == nil {
 		t.Error("pairs of two models accepted")
 	}
 	boom := errors.New("boom")
-	if _, err := watermark.Verify(pairs, func(*watermark.Pair) (int64, error) { return 0, boom }); !errors.Is(err, boom) {
+	if _, err := watermark.Verify(pairs, func(*watermark.Pair) (watermark.Answer, error) { return watermark.Answer{}, boom }); !errors.Is(err, boom) {
 		t.Errorf("predict error: got %v", err)
+	}
+}
+
+// scoresAnswer returns a suspect's answer whose scores rank the classes
+// in the order given, first highest; its label is the first.
+func scoresAnswer(classes int, order ...int) watermark.Answer {
+	s := make([]float64, classes)
+	for i, c := range order {
+		s[c] = float64(classes - i)
+	}
+	return watermark.Answer{Label: int64(order[0]), Scores: s}
+}
+
+func TestVerifyScores(t *testing.T) {
+	// 30 marks on a 10-class model; the suspect answers the true label on
+	// every one but ranks the watermark label next: the labels test sees
+	// nothing, the scores test everything.
+	var pairs []watermark.Pair
+	for i := range 30 {
+		y := i % 10
+		pairs = append(pairs, watermark.Pair{Classes: 10, TrueLabel: y, Label: (y + 1 + i%9) % 10})
+	}
+	learnt := func(p *watermark.Pair) (watermark.Answer, error) {
+		return scoresAnswer(10, p.TrueLabel, p.Label), nil
+	}
+	r, err := watermark.Verify(pairs, learnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.AgreeTrue != 30 || r.Disagree != 0 || r.Scored != 30 || r.TopWrong != 30 || r.Log2PLabels != 0 {
+		t.Errorf("got %+v", r)
+	}
+	if want := -30 * math.Log2(9); !near(r.Log2PScores, want, 1e-12) || !near(r.Log2P, want+1, 1e-12) {
+		t.Errorf("log2 p: scores %v, verdict %v; want %v and %v", r.Log2PScores, r.Log2P, want, want+1)
+	}
+	if !r.Identified(math.Exp2(-64)) {
+		t.Error("a suspect ranking every mark second is not identified")
+	}
+
+	// The verdict takes the better test, doubled: here the labels test.
+	half := func(p *watermark.Pair) (watermark.Answer, error) {
+		if p.TrueLabel%2 == 0 {
+			return scoresAnswer(10, p.Label, p.TrueLabel), nil
+		}
+		// The true label, then a class that is neither.
+		return scoresAnswer(10, p.TrueLabel, otherThan(p.TrueLabel, p.Label), p.Label), nil
+	}
+	r, _ = watermark.Verify(pairs, half)
+	if r.AgreeWatermark != 15 || r.Disagree != 15 || r.TopWrong != 15 {
+		t.Errorf("got %+v", r)
+	}
+	if r.Log2PLabels >= r.Log2PScores || r.Log2P != r.Log2PLabels+1 {
+		t.Errorf("log2 p: labels %v, scores %v, verdict %v", r.Log2PLabels, r.Log2PScores, r.Log2P)
+	}
+
+	// A tie with the watermark label is no win, nor is a NaN.
+	tie := func(p *watermark.Pair) (watermark.Answer, error) {
+		a := scoresAnswer(10, p.TrueLabel, p.Label)
+		a.Scores[otherThan(p.TrueLabel, p.Label)] = a.Scores[p.Label]
+		return a, nil
+	}
+	if r, _ = watermark.Verify(pairs, tie); r.TopWrong != 0 || r.Log2P != 0 {
+		t.Errorf("ties: got %+v", r)
+	}
+	nan := func(p *watermark.Pair) (watermark.Answer, error) {
+		a := scoresAnswer(10, p.TrueLabel, p.Label)
+		a.Scores[otherThan(p.TrueLabel, p.Label)] = math.NaN()
+		return a, nil
+	}
+	if r, _ = watermark.Verify(pairs, nan); r.TopWrong != 0 {
+		t.Errorf("NaN: got %+v", r)
+	}
+
+	// Scores for some answers only, or for the wrong number of classes.
+	n := 0
+	some := func(p *watermark.Pair) (watermark.Answer, error) {
+		n++
+		if n%2 == 0 {
+			return watermark.Answer{Label: int64(p.TrueLabel)}, nil
+		}
+		return learnt(p)
+	}
+	if _, err := watermark.Verify(pairs, some); err == nil {
+		t.Error("scores for half the answers accepted")
+	}
+	short := func(p *watermark.Pair) (watermark.Answer, error) {
+		return scoresAnswer(9, 0, 1), nil
+	}
+	if _, err := watermark.Verify(pairs, short); err == nil {
+		t.Error("9 scores for a 10-class victim accepted")
+	}
+}
+
+func otherThan(a, b int) int {
+	for c := 0; ; c++ {
+		if c != a && c != b {
+			return c
+		}
+	}
+}
+
+// TestVerifyIndependentLevel checks the verdict's level: suspects whose
+// scores owe nothing to the key (random, and mostly right, as a good
+// independent model is) fall below p = 0.05 at most 5% of the time, and
+// below 2^-64 never.
+func TestVerifyIndependentLevel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const trials, marks, classes = 4000, 50, 10
+	below, scoresBelow := 0, 0
+	for range trials {
+		pairs := make([]watermark.Pair, marks)
+		for i := range pairs {
+			y := rng.IntN(classes)
+			pairs[i] = watermark.Pair{Classes: classes, TrueLabel: y, Label: (y + 1 + rng.IntN(classes-1)) % classes}
+		}
+		r, err := watermark.Verify(pairs, func(p *watermark.Pair) (watermark.Answer, error) {
+			s := make([]float64, classes)
+			for c := range s {
+				s[c] = rng.Float64()
+			}
+			if rng.Float64() < 0.9 {
+				s[p.TrueLabel] = 2 // right nine times in ten
+			}
+			a := watermark.Answer{Scores: s}
+			for c := range s {
+				if s[c] > s[a.Label] {
+					a.Label = int64(c)
+				}
+			}
+			return a, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.P() <= 0.05 {
+			below++
+		}
+		if r.Log2PScores <= math.Log2(0.05) {
+			scoresBelow++
+		}
+		if r.Identified(math.Exp2(-64)) {
+			t.Fatalf("an independent suspect identified: %+v", r)
+		}
+	}
+	t.Logf("%d trials: verdict p ≤ 0.05 in %d, scores test alone in %d", trials, below, scoresBelow)
+	// The binomial tests are exact but discrete, so at most 5% each; 2.6
+	// standard deviations of slack over 4,000 trials.
+	if limit := trials*5/100 + 90; below > limit || scoresBelow > limit {
+		t.Errorf("p ≤ 0.05 in %d (verdict) and %d (scores) of %d trials, want at most %d", below, scoresBelow, trials, limit)
+	}
+	// And the scores test is not vacuous: its level is close to 5%.
+	if scoresBelow < trials*2/100 {
+		t.Errorf("scores test below 0.05 in only %d of %d trials", scoresBelow, trials)
 	}
 }

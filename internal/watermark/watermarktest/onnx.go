@@ -1,9 +1,11 @@
-// Package watermarktest writes small ONNX models for watermark tests: a
-// nearest-neighbour classifier that answers, for any input, the label of
-// the closest of its training inputs. Trained on a server's answers it is
-// the surrogate that memorises them best, watermark labels included.
+// Package watermarktest writes small ONNX models for watermark tests:
+// nearest-neighbour classifiers over a set of training inputs. Trained on
+// a server's answers, the hard one (the label of the closest input) is the
+// surrogate that memorises them best, watermark labels included; the soft
+// one (class scores weighted by closeness) learns a mark but may still
+// answer the true label there, ranking the mark second.
 //
-// The model is encoded directly in protobuf wire format (protowire), so
+// The models are encoded directly in protobuf wire format (protowire), so
 // tests need neither Python nor the onnx package.
 package watermarktest
 
@@ -18,6 +20,7 @@ import (
 const (
 	elemFloat = 1 // TensorProto.FLOAT
 	elemInt64 = 7 // TensorProto.INT64
+	attrFloat = 1 // AttributeProto.FLOAT
 	attrInt   = 2 // AttributeProto.INT
 )
 
@@ -29,11 +32,73 @@ const (
 // It computes argmax_i (x·xs[i] − ½|xs[i]|²), which is argmin_i |x −
 // xs[i]|², with one Gemm, an ArgMax and a Gather.
 func NearestNeighbour(xs [][]float32, labels []int64) []byte {
-	d := 0
-	if len(xs) > 0 {
-		d = len(xs[0])
+	lab := make([]byte, 0, 8*len(labels))
+	for _, l := range labels {
+		lab = binary.LittleEndian.AppendUint64(lab, uint64(l))
 	}
-	keys := make([]byte, 0, 4*len(xs)*d)
+	m := int64(len(xs))
+	g := appendMsg(nil, 1, node("nn_scores", "Gemm", []string{"input", "keys", "bias"}, []string{"scores"}, attr("transB", 1)))
+	g = appendMsg(g, 1, node("nn_argmax", "ArgMax", []string{"scores"}, []string{"nearest"}, attr("axis", 1), attr("keepdims", 0)))
+	g = appendMsg(g, 1, node("nn_label", "Gather", []string{"labels", "nearest"}, []string{"label"}, attr("axis", 0)))
+	g = protowire.AppendTag(g, 2, protowire.BytesType)
+	g = protowire.AppendString(g, "nearest_neighbour")
+	g = appendKeys(g, xs)
+	g = appendMsg(g, 5, initializer("labels", elemInt64, []int64{m}, lab))
+	g = appendMsg(g, 11, valueInfo("input", elemFloat, "batch", dimOf(xs)))
+	g = appendMsg(g, 12, valueInfo("label", elemInt64, "batch"))
+	return modelOf(g)
+}
+
+// SoftNeighbours returns an ONNX model (opset 17) with one input, "input"
+// FLOAT [batch, D], and two outputs, "probabilities" FLOAT [batch,
+// classes] and "label" INT64 [batch] (their argmax): each class's score
+// is the share of the weights exp(−|x − xs[i]|²/(2·tau)) carried by the
+// xs[i] labelled with it. On one of its own training inputs the input
+// itself weighs 1 and its neighbours less; a larger tau lets neighbours
+// that share another label outvote it.
+//
+// It computes softmax_i((x·xs[i] − ½|xs[i]|²)/tau), the same weights
+// normalised, with a Gemm and a Softmax, then multiplies them by the
+// labels' one-hot matrix.
+func SoftNeighbours(xs [][]float32, labels []int64, classes int, tau float32) []byte {
+	m := int64(len(xs))
+	onehot := make([]byte, 0, 4*len(labels)*classes)
+	for _, l := range labels {
+		for c := range classes {
+			v := float32(0)
+			if int64(c) == l {
+				v = 1
+			}
+			onehot = binary.LittleEndian.AppendUint32(onehot, math.Float32bits(v))
+		}
+	}
+	g := appendMsg(nil, 1, node("sn_logits", "Gemm", []string{"input", "keys", "bias"}, []string{"logits"},
+		attr("transB", 1), attrF("alpha", 1/tau), attrF("beta", 1/tau)))
+	g = appendMsg(g, 1, node("sn_weights", "Softmax", []string{"logits"}, []string{"weights"}, attr("axis", 1)))
+	g = appendMsg(g, 1, node("sn_scores", "MatMul", []string{"weights", "onehot"}, []string{"probabilities"}))
+	g = appendMsg(g, 1, node("sn_label", "ArgMax", []string{"probabilities"}, []string{"label"}, attr("axis", 1), attr("keepdims", 0)))
+	g = protowire.AppendTag(g, 2, protowire.BytesType)
+	g = protowire.AppendString(g, "soft_neighbours")
+	g = appendKeys(g, xs)
+	g = appendMsg(g, 5, initializer("onehot", elemFloat, []int64{m, int64(classes)}, onehot))
+	g = appendMsg(g, 11, valueInfo("input", elemFloat, "batch", dimOf(xs)))
+	g = appendMsg(g, 12, valueInfo("probabilities", elemFloat, "batch", int64(classes)))
+	g = appendMsg(g, 12, valueInfo("label", elemInt64, "batch"))
+	return modelOf(g)
+}
+
+func dimOf(xs [][]float32) int64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return int64(len(xs[0]))
+}
+
+// appendKeys adds the initializers both models share: "keys" [m, D], the
+// training inputs, and "bias" [m], −½|xs[i]|².
+func appendKeys(g []byte, xs [][]float32) []byte {
+	d := dimOf(xs)
+	keys := make([]byte, 0, 4*len(xs)*int(d))
 	bias := make([]byte, 0, 4*len(xs))
 	for _, x := range xs {
 		n := 0.0
@@ -43,24 +108,13 @@ func NearestNeighbour(xs [][]float32, labels []int64) []byte {
 		}
 		bias = binary.LittleEndian.AppendUint32(bias, math.Float32bits(float32(-n/2)))
 	}
-	lab := make([]byte, 0, 8*len(labels))
-	for _, l := range labels {
-		lab = binary.LittleEndian.AppendUint64(lab, uint64(l))
-	}
 	m := int64(len(xs))
+	g = appendMsg(g, 5, initializer("keys", elemFloat, []int64{m, d}, keys))
+	return appendMsg(g, 5, initializer("bias", elemFloat, []int64{m}, bias))
+}
 
-	var g []byte
-	g = appendMsg(g, 1, node("nn_scores", "Gemm", []string{"input", "keys", "bias"}, []string{"scores"}, attr("transB", 1)))
-	g = appendMsg(g, 1, node("nn_argmax", "ArgMax", []string{"scores"}, []string{"nearest"}, attr("axis", 1), attr("keepdims", 0)))
-	g = appendMsg(g, 1, node("nn_label", "Gather", []string{"labels", "nearest"}, []string{"label"}, attr("axis", 0)))
-	g = protowire.AppendTag(g, 2, protowire.BytesType)
-	g = protowire.AppendString(g, "nearest_neighbour")
-	g = appendMsg(g, 5, initializer("keys", elemFloat, []int64{m, int64(d)}, keys))
-	g = appendMsg(g, 5, initializer("bias", elemFloat, []int64{m}, bias))
-	g = appendMsg(g, 5, initializer("labels", elemInt64, []int64{m}, lab))
-	g = appendMsg(g, 11, valueInfo("input", elemFloat, "batch", int64(d)))
-	g = appendMsg(g, 12, valueInfo("label", elemInt64, "batch"))
-
+// modelOf wraps a graph in a ModelProto (IR 8, opset 17).
+func modelOf(g []byte) []byte {
 	var model []byte
 	model = protowire.AppendTag(model, 1, protowire.VarintType) // ir_version
 	model = protowire.AppendVarint(model, 8)
@@ -72,8 +126,7 @@ func NearestNeighbour(xs [][]float32, labels []int64) []byte {
 	opset = protowire.AppendString(opset, "")
 	opset = protowire.AppendTag(opset, 2, protowire.VarintType) // version
 	opset = protowire.AppendVarint(opset, 17)
-	model = appendMsg(model, 8, opset)
-	return model
+	return appendMsg(model, 8, opset)
 }
 
 func appendMsg(b []byte, field protowire.Number, msg []byte) []byte {
@@ -111,6 +164,18 @@ func attr(name string, v int64) []byte {
 	b = protowire.AppendVarint(b, uint64(v))
 	b = protowire.AppendTag(b, 20, protowire.VarintType)
 	b = protowire.AppendVarint(b, attrInt)
+	return b
+}
+
+// attrF encodes a float AttributeProto.
+func attrF(name string, v float32) []byte {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, name)
+	b = protowire.AppendTag(b, 2, protowire.Fixed32Type)
+	b = protowire.AppendFixed32(b, math.Float32bits(v))
+	b = protowire.AppendTag(b, 20, protowire.VarintType)
+	b = protowire.AppendVarint(b, attrFloat)
 	return b
 }
 
