@@ -29,16 +29,19 @@ import (
 const watermarkUsage = `usage:
   aegis watermark verify --principal ID --model SUSPECT.onnx STATE [--victim MODEL]
                          [--onnxruntime-lib PATH] [--allow-unpinned-onnxruntime]
-                         [--label-output NAME] [--scores-output NAME] [--alpha 2^-64] [--json]
+                         [--label-output NAME] [--scores-output NAME] [--labels-only]
+                         [--alpha 2^-64] [--json]
   aegis watermark list STATE [--json]
 
 STATE is the server's state directory, read with the server stopped:
   --state-dir DIR | --config aegis.yaml
 
 verify runs the suspect model on every input recorded as watermarked for the
-principal and reports how often it answers the watermark label, and the
-probability that a model built without those answers would agree as often
-(exact binomial tail; see docs/watermark.md).`
+principal and reports how often it answers the watermark label and, from its
+scores, how often it ranks the watermark label first of the wrong classes,
+with the probability that a model built without those answers would do as
+well (exact binomial tails; see docs/watermark.md). --labels-only ignores
+the suspect's scores.`
 
 // watermarkCmd runs `aegis watermark verify|list`.
 func watermarkCmd(args []string, stdout, stderr io.Writer) error {
@@ -53,7 +56,7 @@ func watermarkCmd(args []string, stdout, stderr io.Writer) error {
 	configFile := fs.String("config", "", "the server's configuration `file` (for its state directory and ONNX Runtime library)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	var principal, suspect, victim, lib, labelOut, scoresOut *string
-	var allowUnpinned *bool
+	var allowUnpinned, labelsOnly *bool
 	alpha := alphaFlag(math.Exp2(-64))
 	if op == "verify" {
 		principal = fs.String("principal", "", "the principal `ID` whose watermarked answers to check (as in audit records: key:..., jwt:..., spiffe://...)")
@@ -63,6 +66,7 @@ func watermarkCmd(args []string, stdout, stderr io.Writer) error {
 		allowUnpinned = fs.Bool("allow-unpinned-onnxruntime", os.Getenv("AEGIS_ONNXRUNTIME_ALLOW_UNPINNED") == "1", "load an ONNX Runtime library whose SHA-256 is not the pinned one")
 		labelOut = fs.String("label-output", "", "the suspect's label output `name` (default: found by datatype and shape)")
 		scoresOut = fs.String("scores-output", "", "the suspect's scores output `name` (default: found by datatype and shape)")
+		labelsOnly = fs.Bool("labels-only", false, "test the suspect's labels only, ignoring its scores")
 		fs.Var(&alpha, "alpha", "significance `level` for the verdict: a probability, or 2^-N")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -133,9 +137,16 @@ func watermarkCmd(args []string, stdout, stderr io.Writer) error {
 		if len(a.Labels) != 1 {
 			return watermark.Answer{}, fmt.Errorf("suspect model: %d labels for one input", len(a.Labels))
 		}
-		return watermark.Answer{Label: a.Labels[0], Scores: a.Row(0)}, nil
+		ans := watermark.Answer{Label: a.Labels[0]}
+		if !*labelsOnly {
+			ans.Scores = a.Row(0)
+		}
+		return ans, nil
 	}
 	res, err := watermark.Verify(pairs, answer)
+	if errors.Is(err, watermark.ErrScoreClasses) {
+		return fmt.Errorf("watermark verify: %w (--labels-only tests its labels alone)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("watermark verify: %w", err)
 	}

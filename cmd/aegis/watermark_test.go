@@ -147,6 +147,11 @@ func TestWatermarkVerifyCLI(t *testing.T) {
 		if !strings.Contains(text, "ranked first of the wrong classes in") || !strings.Contains(text, "twice the smaller") {
 			t.Errorf("text report:\n%s", text)
 		}
+		// Its labels alone do not identify it.
+		rep, text = verify(t, writeModel(t, watermarktest.SoftNeighbours(queries, answers, 10, 80)), "--labels-only")
+		if rep.Identified || rep.Scored != 0 || rep.Log2P != rep.Log2PLabels || !strings.Contains(text, "the suspect gives no scores") {
+			t.Errorf("--labels-only: got %+v\n%s", rep, text)
+		}
 	})
 	t.Run("the victim itself is not", func(t *testing.T) {
 		rep, text := verify(t, digits)
@@ -184,6 +189,7 @@ func TestWatermarkVerifyCLI(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		suspect := writeModel(t, watermarktest.NearestNeighbour(queries[:10], answers[:10]))
 		int32Model := filepath.Join(servertest.Models(t), "dtype_int32", "1", "model.onnx")
+		elevenClasses := writeModel(t, watermarktest.SoftNeighbours(queries[:10], answers[:10], 11, 80))
 		base := []string{"watermark", "verify", "--state-dir", dir, "--onnxruntime-lib", lib}
 		tests := []struct {
 			name string
@@ -199,6 +205,7 @@ func TestWatermarkVerifyCLI(t *testing.T) {
 			{"bad alpha", append(base, "--model", suspect, "--principal", "key:thief", "--alpha", "2"), "not a probability"},
 			{"missing model", append(base, "--model", filepath.Join(dir, "none.onnx"), "--principal", "key:thief"), "suspect model"},
 			{"wrong input type", append(base, "--model", int32Model, "--principal", "key:thief"), "INT32"},
+			{"scores for 11 classes", append(base, "--model", elevenClasses, "--principal", "key:thief"), "scores do not match the victim's classes: 11 scores, 10 classes (--labels-only"},
 		}
 		for _, tc := range tests {
 			err := run(tc.args, &bytes.Buffer{}, &bytes.Buffer{})

@@ -29,7 +29,8 @@ import (
 //
 // Log2P, the verdict's p-value, is the labels test's alone when the
 // suspect gives no scores, else twice the smaller of the two (Bonferroni:
-// either test may decide, and the doubling keeps the level exact).
+// either test may decide, and the doubling keeps the verdict's level at or
+// below the nominal one, however the two tests depend on each other).
 //
 // Log2PAll is the labels test over all Pairs rather than the
 // disagreements only: a weaker test (it ignores what the suspect answers
@@ -77,6 +78,10 @@ func (r Result) Identified(alpha float64) bool { return r.Log2P < math.Log2(alph
 // ErrNoPairs reports a verification with nothing to verify.
 var ErrNoPairs = errors.New("no watermark pairs recorded")
 
+// ErrScoreClasses reports a suspect whose scores do not cover the victim's
+// classes one for one.
+var ErrScoreClasses = errors.New("the suspect's scores do not match the victim's classes")
+
 // Answer is a suspect's answer to one recorded input: its label and, for
 // a suspect with a scores output, its score for each class (any monotone
 // scale: probabilities or logits), else nil.
@@ -118,7 +123,7 @@ func Verify(pairs []Pair, answer func(*Pair) (Answer, error)) (Result, error) {
 		}
 		if got.Scores != nil {
 			if len(got.Scores) != res.Classes {
-				return Result{}, fmt.Errorf("pair %d: the suspect scores %d classes, the victim has %d", i, len(got.Scores), res.Classes)
+				return Result{}, fmt.Errorf("pair %d: %w: %d scores, %d classes", i, ErrScoreClasses, len(got.Scores), res.Classes)
 			}
 			res.Scored++
 			if topWrong(got.Scores, p.TrueLabel, p.Label) {
