@@ -312,8 +312,8 @@ func (s *Server) adminAPI() http.Handler {
 		o.ExtractionStatus = func() any { return s.monitors.Status() }
 	}
 	o.Metrics = s.Metrics
-	o.VerifyWatermark = func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error) {
-		return s.VerifyWatermark(ctx, model, inputs, labels)
+	o.VerifyWatermark = func(ctx context.Context, req adminapi.WatermarkRequest) (any, error) {
+		return s.VerifyWatermark(ctx, req.Model, req.Inputs, req.Labels, req.Scores)
 	}
 	return adminapi.New(o)
 }

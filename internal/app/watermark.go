@@ -31,13 +31,18 @@ type WatermarkVerdict struct {
 }
 
 // VerifyWatermark tests a suspect model's answers (labels, its top-1 on
-// inputs) against the watermark of model: the server runs its own model on
-// the inputs, finds the ones its watermark marks and with which label, and
-// counts how often the suspect reproduced the mark. A suspect trained on
-// the server's marked answers reproduces them far more often than chance.
-func (s *Server) VerifyWatermark(ctx context.Context, model string, inputs [][]float32, labels []int64) (WatermarkVerdict, error) {
+// inputs, and optionally scores, one per class) against the watermark of
+// model: the server runs its own model on the inputs, finds the ones its
+// watermark marks and with which label, and tests the suspect's answers on
+// those as watermark.Verify does. A suspect trained on the server's marked
+// answers reproduces the marks, or ranks them next, far more often than
+// chance.
+func (s *Server) VerifyWatermark(ctx context.Context, model string, inputs [][]float32, labels []int64, scores [][]float64) (WatermarkVerdict, error) {
 	if len(inputs) == 0 || len(inputs) != len(labels) || len(inputs) > maxVerifyRows {
 		return WatermarkVerdict{}, apierr.Invalid("want 1..%d inputs and as many labels", maxVerifyRows)
+	}
+	if scores != nil && len(scores) != len(inputs) {
+		return WatermarkVerdict{}, apierr.Invalid("want scores for every input or none")
 	}
 	v, release, err := s.Registry.Acquire(model, "")
 	if err != nil {
@@ -85,30 +90,37 @@ func (s *Server) VerifyWatermark(ctx context.Context, model string, inputs [][]f
 		row := watermark.RowInputs([]tensor.Tensor{in}, r, len(inputs))
 		svc.Mark(ctx, v, row, marked[r:r+1], classes)
 	}
-	verdict := WatermarkVerdict{Model: model}
-	agreeTrue := 0
-	for r := range marked {
-		if marked[r] == truth[r] {
-			continue
-		}
-		verdict.Marked++
-		switch labels[r] {
-		case marked[r]:
-			verdict.Matched++
-		case truth[r]:
-			agreeTrue++
-		}
-	}
-	if verdict.Marked == 0 {
-		return WatermarkVerdict{}, apierr.Invalid("none of these inputs is marked: send the queries the suspect was trained on")
-	}
-	c := classes
-	if c < 3 {
+	if classes < 3 {
 		return WatermarkVerdict{}, errors.New("watermark: model has fewer than 3 classes")
 	}
-	if verdict.Result, err = watermark.Tally(c, verdict.Marked, verdict.Matched, agreeTrue); err != nil {
+	var pairs []watermark.Pair
+	var rows []int
+	for r := range marked {
+		if marked[r] != truth[r] {
+			pairs = append(pairs, watermark.Pair{Classes: classes, Label: int(marked[r]), TrueLabel: int(truth[r])})
+			rows = append(rows, r)
+		}
+	}
+	if len(pairs) == 0 {
+		return WatermarkVerdict{}, apierr.Invalid("none of these inputs is marked: send the queries the suspect was trained on")
+	}
+	i := 0
+	tested, err := watermark.Verify(pairs, func(*watermark.Pair) (watermark.Answer, error) {
+		r := rows[i]
+		i++
+		a := watermark.Answer{Label: labels[r]}
+		if scores != nil {
+			a.Scores = scores[r]
+		}
+		return a, nil
+	})
+	if errors.Is(err, watermark.ErrScoreClasses) {
+		return WatermarkVerdict{}, apierr.Invalid("want %d scores per input, one per class", classes)
+	}
+	if err != nil {
 		return WatermarkVerdict{}, fmt.Errorf("watermark: %w", err)
 	}
+	verdict := WatermarkVerdict{Model: model, Marked: tested.Pairs, Matched: tested.AgreeWatermark, Result: tested}
 	verdict.Log2PValue = verdict.Result.Log2P
 	verdict.PValue = verdict.Result.P()
 	return verdict, nil

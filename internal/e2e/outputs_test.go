@@ -98,11 +98,15 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 			}
 		}
 	}
-	verify := func(labels []int64) (float64, int) {
+	verifyScored := func(labels []int64, scores [][]float64) (float64, int) {
 		inputs, _ := json.Marshal(held.Inputs)
 		lb, _ := json.Marshal(labels)
-		o := a.rest(t, hc, "POST", "/admin/v1/watermark/verify", "Bearer "+admin,
-			[]byte(`{"model":"digits","inputs":`+string(inputs)+`,"labels":`+string(lb)+`}`))
+		body := `{"model":"digits","inputs":` + string(inputs) + `,"labels":` + string(lb)
+		if scores != nil {
+			sc, _ := json.Marshal(scores)
+			body += `,"scores":` + string(sc)
+		}
+		o := a.rest(t, hc, "POST", "/admin/v1/watermark/verify", "Bearer "+admin, []byte(body+`}`))
 		if o.status != 200 {
 			t.Fatalf("watermark verify: %+v", o)
 		}
@@ -113,6 +117,7 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 		json.Unmarshal([]byte(o.msg), &v)
 		return v.Log2PValue, v.Marked
 	}
+	verify := func(labels []int64) (float64, int) { return verifyScored(labels, nil) }
 	if l2, marked := verify(served); l2 > -20 || marked == 0 {
 		t.Errorf("the server's own answers: log2 p %v over %d marks, want identified", l2, marked)
 	} else {
@@ -120,6 +125,34 @@ func TestOutputHardeningAndWatermark(t *testing.T) {
 	}
 	if l2, _ := verify(held.Labels); l2 < math.Log2(0.01) {
 		t.Errorf("true labels: log2 p %v, want not identified (p > 0.01)", l2)
+	}
+	// A suspect that answers the true labels but scores the server's
+	// answer next: its labels say nothing, its scores give it away.
+	ranked := make([][]float64, len(held.Inputs))
+	for i := range ranked {
+		ranked[i] = make([]float64, 10)
+		ranked[i][served[i]] = 0.3
+		ranked[i][held.Labels[i]] = 0.6
+	}
+	if l2, _ := verifyScored(held.Labels, ranked); l2 > -20 {
+		t.Errorf("true labels, the served answer ranked next: log2 p %v, want identified", l2)
+	} else {
+		t.Logf("true labels, the served answer ranked next: log2 p = %.1f", l2)
+	}
+	if o := a.rest(t, hc, "POST", "/admin/v1/watermark/verify", "Bearer "+admin,
+		[]byte(`{"model":"digits","inputs":[[0]],"labels":[1],"scores":[[1],[2]]}`)); o.status != 400 {
+		t.Errorf("scores for two inputs of one: %d %s", o.status, o.msg)
+	}
+	nine := make([][]float64, len(held.Inputs))
+	for i := range nine {
+		nine[i] = make([]float64, 9)
+	}
+	inputs, _ := json.Marshal(held.Inputs)
+	lb, _ := json.Marshal(held.Labels)
+	sc, _ := json.Marshal(nine)
+	if o := a.rest(t, hc, "POST", "/admin/v1/watermark/verify", "Bearer "+admin,
+		[]byte(`{"model":"digits","inputs":`+string(inputs)+`,"labels":`+string(lb)+`,"scores":`+string(sc)+`}`)); o.status != 400 || !strings.Contains(o.msg, "want 10 scores per input") {
+		t.Errorf("nine scores for a 10-class model: %d %s", o.status, o.msg)
 	}
 	if err := a.srv.Stop(); err != nil {
 		t.Fatal(err)

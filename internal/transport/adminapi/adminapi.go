@@ -48,7 +48,7 @@ type Options struct {
 	ExtractionStatus func() any
 	// VerifyWatermark tests a suspect model's labels on inputs against a
 	// model's watermark.
-	VerifyWatermark func(ctx context.Context, model string, inputs [][]float32, labels []int64) (any, error)
+	VerifyWatermark func(ctx context.Context, req WatermarkRequest) (any, error)
 	// Metrics returns the server's counters in the Prometheus text format.
 	Metrics func() []byte
 	Logger  *slog.Logger
@@ -102,11 +102,15 @@ func New(opts Options) http.Handler {
 	return mux
 }
 
-// WatermarkRequest is the body of POST /admin/v1/watermark/verify.
+// WatermarkRequest is the body of POST /admin/v1/watermark/verify: a
+// suspect's answers on inputs of the caller's choosing.
 type WatermarkRequest struct {
 	Model  string      `json:"model"`
 	Inputs [][]float32 `json:"inputs"`
 	Labels []int64     `json:"labels"`
+	// Scores, optional, are the suspect's scores for each input, one per
+	// class, for the ranking test.
+	Scores [][]float64 `json:"scores,omitempty"`
 }
 
 // maxWatermarkBody bounds a verification body (5,000 rows of digits).
@@ -118,7 +122,7 @@ func (a *api) verifyWatermark(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	res, err := a.VerifyWatermark(r.Context(), req.Model, req.Inputs, req.Labels)
+	res, err := a.VerifyWatermark(r.Context(), req)
 	if err != nil {
 		a.fail(w, r, err)
 		return
