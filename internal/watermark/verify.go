@@ -153,15 +153,6 @@ func topWrong(scores []float64, y, w int) bool {
 	return true
 }
 
-// Tally returns the labels test's Result of counts already taken.
-func Tally(classes, pairs, agreeWatermark, agreeTrue int) (Result, error) {
-	if classes < 3 || pairs < 0 || agreeWatermark < 0 || agreeTrue < 0 || agreeWatermark+agreeTrue > pairs {
-		return Result{}, fmt.Errorf("counts out of range: %d classes, %d pairs, %d + %d agreements", classes, pairs, agreeWatermark, agreeTrue)
-	}
-	r := Result{Classes: classes, Pairs: pairs, AgreeWatermark: agreeWatermark, AgreeTrue: agreeTrue, Disagree: pairs - agreeTrue}
-	return r.finish(), nil
-}
-
 func (r Result) finish() Result {
 	den := int64(r.Classes - 1)
 	r.P0 = 1 / float64(den)

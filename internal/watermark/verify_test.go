@@ -67,17 +67,38 @@ func TestBinomialTailExactAgreesWithLogSpace(t *testing.T) {
 	}
 }
 
-func TestTally(t *testing.T) {
+// labelAnswers returns pairs of a 10-class model and a suspect that
+// answers the watermark label on the first k, the true label on the next
+// t and a third class on the rest.
+func labelAnswers(n, k, t int) ([]watermark.Pair, func(*watermark.Pair) (watermark.Answer, error)) {
+	pairs := make([]watermark.Pair, n)
+	for i := range pairs {
+		pairs[i] = watermark.Pair{Classes: 10, TrueLabel: i % 10, Label: (i + 1) % 10}
+	}
+	i := 0
+	return pairs, func(p *watermark.Pair) (watermark.Answer, error) {
+		i++
+		switch {
+		case i <= k:
+			return watermark.Answer{Label: int64(p.Label)}, nil
+		case i <= k+t:
+			return watermark.Answer{Label: int64(p.TrueLabel)}, nil
+		}
+		return watermark.Answer{Label: int64(otherThan(p.TrueLabel, p.Label))}, nil
+	}
+}
+
+func TestVerifyLabels(t *testing.T) {
 	// A surrogate that learnt 40 of 50 watermark labels, answering the true
-	// label on the other 10, on a 10-class model.
-	r, err := watermark.Tally(10, 50, 40, 10)
+	// label on the other 10.
+	r, err := watermark.Verify(labelAnswers(50, 40, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Disagree != 40 || r.P0 != 1.0/9 {
+	if r.Disagree != 40 || r.P0 != 1.0/9 || r.Scored != 0 {
 		t.Errorf("got %+v", r)
 	}
-	if want := -40 * math.Log2(9); !near(r.Log2P, want, 1e-12) {
+	if want := -40 * math.Log2(9); !near(r.Log2P, want, 1e-12) || r.Log2P != r.Log2PLabels {
 		t.Errorf("log2 p: got %v, want %v", r.Log2P, want)
 	}
 	if !(r.Log2PAll > r.Log2P) || !r.Identified(math.Exp2(-64)) {
@@ -85,12 +106,9 @@ func TestTally(t *testing.T) {
 	}
 	// An independent model: right on 47 of 50, wrong on 3, one of which
 	// happens to be the watermark label.
-	r, _ = watermark.Tally(10, 50, 1, 47)
-	if p := r.P(); !(p > 0.01) || r.Identified(0.01) {
-		t.Errorf("independent model: p = %v, want above 0.01", p)
-	}
-	if _, err := watermark.Tally(10, 5, 4, 4); err == nil {
-		t.Error("8 agreements of 5 pairs accepted")
+	r, _ = watermark.Verify(labelAnswers(50, 1, 47))
+	if p := r.P(); r.Disagree != 3 || !(p > 0.01) || r.Identified(0.01) {
+		t.Errorf("independent model: %+v, p = %v, want above 0.01", r, p)
 	}
 }
 
