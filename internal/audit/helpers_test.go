@@ -130,6 +130,9 @@ func copyDir(t testing.TB, src string) string {
 func encode(e *entry) []byte {
 	switch e.Type {
 	case TypeRequest:
+		if e.v1 {
+			return appendRequestV1(nil, e.record())
+		}
 		return appendRequest(nil, e.record())
 	case TypeCheckpoint:
 		c := e.cp

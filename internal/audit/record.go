@@ -108,7 +108,15 @@ func checkTime(t time.Time) error {
 
 // appendRequest appends r as a JSON line without its newline. Field order
 // is fixed; it is the canonical form Verify checks.
-func appendRequest(b []byte, r *Record) []byte {
+func appendRequest(b []byte, r *Record) []byte { return appendRequestForm(b, r, true) }
+
+// appendRequestV1 appends r in the first request format, which had no
+// "flags" field: the form of the records written before it was added
+// (before 2026-11-22), which Verify and Open still accept so that a log
+// outlives an upgrade. A record with flags has no such form.
+func appendRequestV1(b []byte, r *Record) []byte { return appendRequestForm(b, r, false) }
+
+func appendRequestForm(b []byte, r *Record, flags bool) []byte {
 	b = append(b, `{"type":"request","seq":`...)
 	b = strconv.AppendUint(b, r.Seq, 10)
 	b = appendTime(append(b, `,"time":`...), r.Time)
@@ -128,7 +136,9 @@ func appendRequest(b []byte, r *Record) []byte {
 	b = strconv.AppendInt(append(b, `,"output_bytes":`...), r.OutputBytes, 10)
 	b = strconv.AppendInt(append(b, `,"status":`...), int64(r.Status), 10)
 	b = appendString(append(b, `,"error":`...), r.Error)
-	b = appendString(append(b, `,"flags":`...), r.Flags)
+	if flags {
+		b = appendString(append(b, `,"flags":`...), r.Flags)
+	}
 	b = strconv.AppendInt(append(b, `,"latency_us":`...), r.LatencyMicros, 10)
 	return appendPrev(b, r.Prev)
 }
@@ -338,7 +348,9 @@ type entry struct {
 
 	Prev string `json:"prev"`
 
-	// Parsed forms, set by parseEntry.
+	// Parsed forms, set by parseEntry; v1 marks a request in the first
+	// format (appendRequestV1).
+	v1    bool
 	time  time.Time
 	cp    checkpoint
 	since time.Time
@@ -367,7 +379,10 @@ func parseEntry(line []byte) (*entry, error) {
 	var canon []byte
 	switch e.Type {
 	case TypeRequest:
-		canon = appendRequest(nil, e.record())
+		r := e.record()
+		if canon = appendRequest(nil, r); !bytes.Equal(canon, line) && r.Flags == "" {
+			canon, e.v1 = appendRequestV1(nil, r), true
+		}
 	case TypeCheckpoint:
 		e.cp = checkpoint{Seq: e.Seq, Time: e.time, Reason: e.Reason, Every: e.Every, KeyID: e.KeyID, Sig: e.Sig, Prev: e.Prev}
 		canon = appendCheckpoint(nil, &e.cp, true)

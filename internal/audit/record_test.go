@@ -104,6 +104,11 @@ func TestParseEntryRejects(t *testing.T) {
 		{"unknown type", strings.Replace(good, `"type":"request"`, `"type":"other"`, 1)},
 		{"seq as float", strings.Replace(good, `"seq":1`, `"seq":1.0`, 1)},
 		{"not JSON", "hello"},
+		{"flags out of place", strings.Replace(good, `,"flags":"","latency_us":100`, `,"latency_us":100,"flags":""`, 1)},
+	}
+	// The first format, which had no flags, is still read.
+	if e, err := parseEntry(appendRequestV1(nil, r)); err != nil || !e.v1 || e.Flags != "" {
+		t.Errorf("first-format line: %+v, %v", e, err)
 	}
 	for _, tc := range tests {
 		if tc.line == good {
@@ -147,6 +152,7 @@ func FuzzParseEntry(f *testing.F) {
 	r := sample(2)
 	r.Seq, r.Time, r.Prev = 3, time.Unix(0, 0), Genesis
 	f.Add(appendRequest(nil, r))
+	f.Add(appendRequestV1(nil, r))
 	f.Add(appendCheckpoint(nil, &checkpoint{Seq: 1, Time: time.Unix(0, 0), Reason: "open", Every: 5, KeyID: "ab", Sig: "cd", Prev: Genesis}, true))
 	f.Add(appendOutage(nil, &outage{Seq: 1, Time: time.Unix(0, 0), Since: time.Unix(0, 0), Lost: 3, Error: "x", Prev: Genesis}))
 	f.Add([]byte(`{"type":"recovery"}`))
