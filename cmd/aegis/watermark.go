@@ -199,8 +199,6 @@ func (r *verifyReport) write(w io.Writer) {
 		r.AgreeWatermark, r.AgreeTrue, r.Disagree-r.AgreeWatermark)
 	if r.Scored > 0 {
 		fmt.Fprintf(tw, "scores\tthe watermark label ranked first of the wrong classes in %d of %d answers\n", r.TopWrong, r.Scored)
-	}
-	if r.Scored > 0 {
 		fmt.Fprintf(tw, "chance\tp0 = 1/%d per answer that is not the true label (labels), per answer (ranking)\n", r.Classes-1)
 	} else {
 		fmt.Fprintf(tw, "chance\tp0 = 1/%d per answer that is not the true label\n", r.Classes-1)

@@ -104,7 +104,7 @@ func (s *Server) VerifyWatermark(ctx context.Context, model string, inputs [][]f
 	if len(pairs) == 0 {
 		return WatermarkVerdict{}, apierr.Invalid("none of these inputs is marked: send the queries the suspect was trained on")
 	}
-	i := 0
+	i := 0 // Verify asks in the order of pairs
 	tested, err := watermark.Verify(pairs, func(*watermark.Pair) (watermark.Answer, error) {
 		r := rows[i]
 		i++

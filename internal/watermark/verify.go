@@ -90,10 +90,10 @@ type Answer struct {
 	Scores []float64
 }
 
-// Verify asks the suspect for its answer to each pair's inputs and tests
-// the agreement with the watermark. All pairs must come from one model
-// (one class count), and the suspect must give scores for all or none.
-// answer's first error stops it.
+// Verify asks the suspect for its answer to each pair's inputs, in the
+// order of pairs, and tests the agreement with the watermark. All pairs
+// must come from one model (one class count), and the suspect must give
+// scores for all or none. answer's first error stops it.
 func Verify(pairs []Pair, answer func(*Pair) (Answer, error)) (Result, error) {
 	if len(pairs) == 0 {
 		return Result{}, ErrNoPairs
